@@ -1,0 +1,292 @@
+"""One typed, strictly validated run config: YAML files that extend a base, plus dotted overrides.
+
+Every error found is reported at once, in one line each; unknown keys name the closest valid ones.
+Trainer options live under `training:` and are validated by `TrainingArguments` itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from glue_lora.errors import UsageError, closest
+from glue_lora.tasks import TASKS
+
+METHODS = ("lora", "full")
+SCALINGS = ("alpha/r", "rslora")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyperparameters (PEFT LoraConfig)."""
+
+    r: int = 8  #: rank; higher adds capacity and parameters linearly
+    alpha: float | None = None  #: None means 2*r, as the released scripts (scaling alpha/r = 2)
+    dropout: float = 0.0  #: the released scripts use none
+    target_modules: list[str] | None = None  #: None: per model family (query/value projections)
+    scaling: str = "alpha/r"  #: "alpha/r" (LoRA paper) or "rslora" (alpha/sqrt(r))
+    modules_to_save: list[str] | None = None  #: None: the family's head (RoBERTa classifier; DeBERTa + pooler)
+
+    @property
+    def effective_alpha(self) -> float:
+        return float(self.alpha) if self.alpha is not None else 2.0 * self.r
+
+    @property
+    def effective_scaling(self) -> float:
+        divisor = self.r ** 0.5 if self.scaling == "rslora" else self.r
+        return self.effective_alpha / divisor
+
+
+@dataclass
+class RunConfig:
+    """A single GLUE training run."""
+
+    task: str = ""  #: nyu-mll/glue config name: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli
+    model: str = ""  #: hub id, local path, or pypi:<package> (a model/ folder shipped in a PyPI package)
+    method: str = "lora"  #: lora | full (full fine-tuning through the same code path)
+    data_dir: str | None = None  #: local classic-TSV or Hub-layout parquet GLUE root; None means the Hub
+    max_seq_length: int = 128  #: longer inputs are truncated
+    pad_to_max_length: bool = False  #: pad every example to max_seq_length (old scripts); default: dynamic
+    seed: int = 0
+    global_batch_size: int | None = None  #: examples per optimizer step over all processes
+    max_train_samples: int | None = None  #: a fixed random subset (subset seed 0), for quick runs
+    max_eval_samples: int | None = None  #: a fixed random subset of each evaluation split
+    name: str | None = None  #: run name; default <model>--<method>--<task>--s<seed>
+    output_dir: str | None = None  #: default runs/<name>
+    init_from: str | None = None  #: run directory whose trained weights start this run (MNLI-init)
+    init_modules: list[str] = field(default_factory=lambda: ["lora"])  #: what init_from carries over
+    model_config: dict[str, Any] = field(default_factory=dict)  #: set on the HF model config (e.g. cls_dropout)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    training: dict[str, Any] = field(default_factory=dict)  #: passed to transformers.TrainingArguments
+    resume: bool = False  #: continue an interrupted run from its last checkpoint
+    overwrite: bool = False  #: replace a finished or interrupted run directory
+    notes: str = ""  #: free text, kept with the results
+
+    @property
+    def run_name(self) -> str:
+        if self.name:
+            return self.name
+        model = Path(self.model.split(":")[-1].rstrip("/")).name
+        return f"{model}--{self.method}--{self.task}--s{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir or Path("runs") / self.run_name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Fields the harness sets itself; users set them through the top-level key named here instead.
+MANAGED_TRAINING_KEYS = {"output_dir": "output_dir", "seed": "seed", "overwrite_output_dir": "overwrite",
+                         "resume_from_checkpoint": "resume", "do_train": None, "do_eval": None}
+RENAMED_TRAINING_KEYS = {
+    "evaluation_strategy": "eval_strategy", "warmup_ratio": "warmup_steps (a float in [0, 1) is a ratio)",
+    "group_by_length": "train_sampling_strategy: group_by_length", "no_cuda": "use_cpu",
+    "per_gpu_train_batch_size": "per_device_train_batch_size", "per_gpu_eval_batch_size": "per_device_eval_batch_size",
+    "gradient_checkpointing": "activation_checkpointing",
+}
+
+
+# --- loading -------------------------------------------------------------------------------------------------
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML file (following `extends:`), apply `a.b=value` overrides, validate, return the config."""
+    raw = read_yaml_tree(Path(path)) if path else {}
+    for item in overrides:
+        key, value = parse_override(item)
+        set_dotted(raw, key, value)
+    return build_config(raw)
+
+
+def read_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load `path`, merging it over the file(s) it `extends` (paths relative to the file)."""
+    path = path.resolve()
+    if path in _seen:
+        raise UsageError(f"config {path} extends itself through {' -> '.join(map(str, _seen))}")
+    if not path.is_file():
+        raise UsageError(f"config file not found: {path}; list the shipped ones with `glue-lora configs`")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a config must be a mapping of keys to values")
+    parents = data.pop("extends", None) or []
+    merged: dict[str, Any] = {}
+    for parent in [parents] if isinstance(parents, str) else parents:
+        merged = deep_merge(merged, read_yaml_tree(path.parent / parent, (*_seen, path)))
+    return deep_merge(merged, data)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item or item.startswith("="):
+        raise UsageError(f"override {item!r} is not key=value (e.g. lora.r=16 or training.learning_rate=3e-4)")
+    key, text = item.split("=", 1)
+    return key.strip(), yaml.safe_load(text) if text.strip() else None
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+        if not isinstance(tree, dict):
+            raise UsageError(f"override {dotted}: {part} is not a section")
+    tree[leaf] = value
+
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
+def _normalise(value: Any) -> Any:
+    """Expand ${VAR:-default} in strings; read YAML-1.1 strings such as `5e-4` as the floats they mean."""
+    if isinstance(value, str):
+        value = _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+        return float(value) if _NUMBER.match(value) else value
+    if isinstance(value, dict):
+        return {k: _normalise(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v) for v in value]
+    return value
+
+
+# --- validation ----------------------------------------------------------------------------------------------
+
+def build_config(raw: dict[str, Any]) -> RunConfig:
+    """Turn a merged mapping into a RunConfig, collecting every problem into one UsageError."""
+    raw = _normalise(raw)
+    errors: list[str] = []
+    lora_raw = raw.pop("lora", None) or {}
+    values = _typed_fields(RunConfig, raw, "", errors, skip={"lora"})
+    lora = LoraSettings(**_typed_fields(LoraSettings, lora_raw, "lora.", errors)) if isinstance(lora_raw, dict) else None
+    if lora is None:
+        errors.append("lora: must be a mapping (r, alpha, dropout, target_modules, scaling, modules_to_save)")
+    config = RunConfig(**values, lora=lora or LoraSettings())
+    errors += _check_values(config)
+    if errors:
+        raise UsageError("invalid config: " + "; ".join(errors))
+    return config
+
+
+def _typed_fields(cls: type, raw: dict, prefix: str, errors: list[str], skip: set[str] = frozenset()) -> dict:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    out = {}
+    for key, value in raw.items():
+        if key not in valid:
+            errors.append(f"unknown key {prefix}{key}{closest(key, valid) or ' (valid: ' + ', '.join(valid) + ')'}")
+        elif key not in skip:
+            if not _type_ok(value, hints[key]):
+                errors.append(f"{prefix}{key}={value!r} should be {_type_name(hints[key])}")
+                continue  # keep the default so the remaining checks can still run
+            out[key] = float(value) if hints[key] in (float, float | None) and isinstance(value, int) else value
+    return out
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    for option in options:
+        base = typing.get_origin(option) or option
+        if value is None and option is type(None):
+            return True
+        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return True
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return True
+        if base in (str, bool, list, dict) and isinstance(value, base):
+            if base is list and not all(isinstance(v, str) for v in value):
+                continue
+            return True
+    return False
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", str(hint)).replace("NoneType", "null")
+
+
+def _check_values(config: RunConfig) -> list[str]:
+    errors = []
+    if not config.task:
+        errors.append("task is required (e.g. task=sst2)")
+    elif config.task.lower().replace("-", "") not in TASKS:
+        errors.append(f"unknown task {config.task!r}{closest(config.task, TASKS)} (valid: {', '.join(TASKS)})")
+    if not config.model:
+        errors.append("model is required (a hub id such as roberta-base, a local path, or pypi:<package>)")
+    if config.method not in METHODS:
+        errors.append(f"method={config.method!r} must be one of {', '.join(METHODS)}")
+    if config.lora.scaling not in SCALINGS:
+        errors.append(f"lora.scaling={config.lora.scaling!r} must be one of {', '.join(SCALINGS)}")
+    for key in ("max_seq_length", "global_batch_size", "max_train_samples", "max_eval_samples"):
+        if (value := getattr(config, key)) is not None and value <= 0:
+            errors.append(f"{key}={value} must be positive")
+    if config.lora.r <= 0:
+        errors.append(f"lora.r={config.lora.r} must be positive")
+    if not 0 <= config.lora.dropout < 1:
+        errors.append(f"lora.dropout={config.lora.dropout} must be in [0, 1)")
+    if config.resume and config.overwrite:
+        errors.append("resume=true and overwrite=true contradict each other: pick one")
+    if config.global_batch_size and "gradient_accumulation_steps" in config.training:
+        errors.append("training.gradient_accumulation_steps is derived from global_batch_size: set only one")
+    return errors + _check_training(config.training)
+
+
+def _check_training(training: dict[str, Any]) -> list[str]:
+    from transformers import TrainingArguments  # heavy import, only when validating
+
+    valid = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
+    errors = []
+    for key in training:
+        if key in MANAGED_TRAINING_KEYS:
+            top = MANAGED_TRAINING_KEYS[key]
+            errors.append(f"training.{key} is set by the harness" + (f"; use the top-level key {top}" if top else ""))
+        elif key in RENAMED_TRAINING_KEYS:
+            errors.append(f"training.{key} no longer exists in transformers 5; use training.{RENAMED_TRAINING_KEYS[key]}")
+        elif key not in valid:
+            errors.append(f"unknown key training.{key}{closest(key, valid)} (a transformers.TrainingArguments field)")
+    return errors
+
+
+# --- batch arithmetic ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchPlan:
+    per_device: int
+    accumulation: int
+    world_size: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.per_device * self.accumulation * self.world_size
+
+
+def plan_batch(config: RunConfig, world_size: int) -> BatchPlan:
+    """Derive per-device batch and accumulation so a global batch means the same experiment on 1 or N GPUs.
+
+    `training.per_device_train_batch_size`, when given together with `global_batch_size`, is an upper bound
+    (memory); the largest divisor of the per-process share below it is used, the rest is accumulation.
+    """
+    cap = config.training.get("per_device_train_batch_size")
+    if not config.global_batch_size:
+        return BatchPlan(cap or 8, config.training.get("gradient_accumulation_steps", 1), world_size)
+    if config.global_batch_size % world_size:
+        raise UsageError(f"global_batch_size={config.global_batch_size} is not divisible by the {world_size} "
+                         "processes; change the number of processes or the global batch")
+    share = config.global_batch_size // world_size
+    per_device = max(d for d in range(1, min(share, cap or share) + 1) if share % d == 0)
+    return BatchPlan(per_device, share // per_device, world_size)

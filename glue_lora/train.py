@@ -1,0 +1,235 @@
+"""One GLUE run: config -> data -> model -> Trainer -> results record.
+
+Works unchanged under `python`, `accelerate launch` and `torchrun`; only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+import yaml
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from glue_lora.config import BatchPlan, RunConfig, plan_batch
+from glue_lora.data import load_glue
+from glue_lora.errors import UsageError
+from glue_lora.metrics import trainer_metrics_fn
+from glue_lora.modeling import count_parameters, init_from_run, load_model, load_tokenizer
+from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
+                               summarise_evals, versions, write_json_atomic)
+from glue_lora.tasks import TaskSpec, get_task
+
+log = logging.getLogger(__name__)
+CACHE_DIR = Path(os.environ.get("GLUE_LORA_CACHE", Path.home() / ".cache" / "glue_lora"))
+
+
+def run(config: RunConfig) -> dict[str, Any]:
+    """Train and evaluate one run; returns the results record (also written to `<run_dir>/results.json`)."""
+    task = get_task(config.task)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    plan = plan_batch(config, world_size)
+    args = training_arguments(config, plan)
+    run_dir = config.run_dir
+    previous = read_results(run_dir)
+    if config.resume and previous and previous.get("status") == "success":
+        log.info("%s is already finished; nothing to resume", run_dir)
+        return previous
+    if args.process_index == 0:
+        prepare_run_dir(config)
+    record = new_record(config, task, plan, args)
+    try:
+        return _train_and_record(config, task, args, record)
+    except BaseException as err:
+        if args.process_index == 0:
+            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:2000], finished=time.time())
+            write_json_atomic(run_dir / RESULTS_FILE, record)
+        raise
+
+
+def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments, record: dict) -> dict:
+    tokenizer = load_tokenizer(config)
+    with args.main_process_first(desc="load and tokenise"):
+        splits, source = load_glue(task, config.data_dir)
+        encoded = tokenise(splits, task, tokenizer, config, source)
+    record["data"] = {"source": source, "rows": {k: len(v) for k, v in encoded.items()}}
+    set_seed(config.seed)  # the head's random init depends on it
+    model, head = load_model(config, task)
+    if config.init_from:
+        record["init_from"] = {"run": config.init_from, "tensors": len(init_from_run(model, config.init_from, config.init_modules))}
+    record["params"] = count_parameters(model, head)
+    record["head_modules"] = head
+    log_plan(config, args, len(encoded["train"]), record)
+    trainer = build_trainer(config, task, args, model, tokenizer, encoded, record)
+    resume = get_last_checkpoint(str(args.output_dir)) if config.resume and Path(args.output_dir).is_dir() else None
+    output = trainer.train(resume_from_checkpoint=resume)
+    evals = summarise_evals(trainer.state.log_history, task.eval_splits)
+    if not evals or evals[-1]["step"] != trainer.state.global_step:
+        trainer.evaluate()  # the record needs the final model's score even when the cadence missed it
+    if args.process_index == 0:
+        finish_record(record, trainer, task, output.metrics, encoded["train"], resume)
+        trainer.save_model(str(config.run_dir))
+        tokenizer.save_pretrained(str(config.run_dir))
+        write_json_atomic(config.run_dir / RESULTS_FILE, record)
+        log.info("results: %s", config.run_dir / RESULTS_FILE)
+    return record
+
+
+def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
+    """Our defaults, then the user's `training:` section on top, then what the harness must control."""
+    on_gpu = torch.cuda.is_available()
+    defaults: dict[str, Any] = {
+        "eval_strategy": "epoch", "logging_strategy": "steps", "logging_steps": 50, "report_to": "none",
+        "save_total_limit": 1,  # the latest checkpoint is what resume needs; the final weights go to run_dir
+        "per_device_eval_batch_size": max(64, 2 * plan.per_device),
+        "train_sampling_strategy": "group_by_length",  # random mega-batches sorted by length: less padding
+        "bf16": on_gpu and torch.cuda.is_bf16_supported(including_emulation=False),
+        "disable_tqdm": True, "log_level": "warning", "dataloader_pin_memory": on_gpu,
+    }
+    merged = {**defaults, **config.training}
+    merged.setdefault("save_strategy", merged["eval_strategy"])
+    if merged["save_strategy"] == "steps" and "eval_steps" in merged:
+        merged.setdefault("save_steps", merged["eval_steps"])
+    if merged.get("fp16"):
+        merged["bf16"] = False
+    merged.update(
+        output_dir=str(config.run_dir / "checkpoints"), seed=config.seed,
+        per_device_train_batch_size=plan.per_device, gradient_accumulation_steps=plan.accumulation,
+        label_names=["labels"],  # PeftModel hides the signature Trainer reads label names from
+    )
+    if config.method == "lora":
+        merged.setdefault("ddp_find_unused_parameters", False)  # Trainer assumes True for a PeftModel
+    if plan.world_size > 1 and not on_gpu:
+        merged.setdefault("ddp_backend", "gloo")  # without it CPU torchrun runs N independent trainings
+    try:
+        return TrainingArguments(**merged)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"training: {str(err).splitlines()[0]}") from err
+
+
+def prepare_run_dir(config: RunConfig) -> None:
+    """Refuse to silently overwrite: a finished or interrupted run needs overwrite=true or resume=true."""
+    run_dir = config.run_dir
+    previous = read_results(run_dir)
+    has_checkpoints = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    if config.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    elif previous and previous.get("status") == "success":
+        raise UsageError(f"{run_dir} already holds a finished run; pass overwrite=true to replace it, "
+                         "or choose another output_dir/name")
+    elif has_checkpoints and not config.resume:
+        raise UsageError(f"{run_dir} holds an interrupted run; pass resume=true to continue it or overwrite=true "
+                         "to start again")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def tokenise(splits: datasets.DatasetDict, task: TaskSpec, tokenizer, config: RunConfig,
+             source: str) -> datasets.DatasetDict:
+    """Subset, tokenise and truncate once; cached on disk, keyed by everything that changes the result."""
+    splits = datasets.DatasetDict({name: _subset(split, name, task, config) for name, split in splits.items()})
+    key = _cache_key(splits, task, tokenizer, config, source)
+    cached = CACHE_DIR / "tokenized" / key
+    if (cached / "dataset_dict.json").exists():
+        return datasets.load_from_disk(str(cached))
+
+    def encode(batch: dict[str, list]) -> dict[str, list]:
+        texts = [batch[col] for col in task.text_columns]
+        out = tokenizer(*texts, truncation=True, max_length=config.max_seq_length,
+                        padding="max_length" if config.pad_to_max_length else False)
+        out["length"] = [sum(mask) for mask in out["attention_mask"]]  # real tokens, read by group_by_length
+        return out
+
+    removed = [*task.text_columns, "idx"]
+    encoded = splits.map(encode, batched=True, remove_columns=removed, desc="tokenising",
+                         num_proc=min(4, os.cpu_count() or 1) if len(splits.get("train", [])) > 50_000 else None)
+    encoded = encoded.rename_column("label", "labels")
+    encoded.save_to_disk(str(cached))
+    return encoded
+
+
+def _subset(split: datasets.Dataset, name: str, task: TaskSpec, config: RunConfig) -> datasets.Dataset:
+    limit = config.max_train_samples if name == task.train_split else config.max_eval_samples
+    if limit is None or limit >= len(split):
+        return split
+    return split.shuffle(seed=0).select(range(limit))  # the same subset for every seed and method
+
+
+def _cache_key(splits: datasets.DatasetDict, task: TaskSpec, tokenizer, config: RunConfig, source: str) -> str:
+    parts = [task.name, source, tokenizer.name_or_path, len(tokenizer), config.max_seq_length,
+             config.pad_to_max_length, config.max_train_samples, config.max_eval_samples,
+             {name: (len(split), split[0], split[-1]) for name, split in splits.items()}]
+    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, model, tokenizer,
+                  encoded: datasets.DatasetDict, record: dict) -> Trainer:
+    eval_sets = {name: encoded[name] for name in task.eval_splits if name in encoded}
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    return Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
+                   data_collator=collator, processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
+                   callbacks=[RecordCallback(config.run_dir, task, record)])
+
+
+class RecordCallback(TrainerCallback):
+    """Rewrites the (running) results record after every evaluation, so a crash loses nothing measured."""
+
+    def __init__(self, run_dir: Path, task: TaskSpec, record: dict):
+        self.run_dir, self.task, self.record = run_dir, task, record
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.record["evals"] = summarise_evals(state.log_history, self.task.eval_splits)
+            write_json_atomic(self.run_dir / RESULTS_FILE, self.record)
+
+
+def new_record(config: RunConfig, task: TaskSpec, plan: BatchPlan, args: TrainingArguments) -> dict[str, Any]:
+    lora = None
+    if config.method == "lora":
+        lora = {"r": config.lora.r, "alpha": config.lora.effective_alpha, "scaling_rule": config.lora.scaling,
+                "scaling": config.lora.effective_scaling, "dropout": config.lora.dropout,
+                "targets": config.lora.target_modules}
+    return {"status": "running", "name": config.run_name, "task": task.name, "method": config.method,
+            "model": config.model, "seed": config.seed, "primary_metric": task.primary_key, "lora": lora,
+            "batch": {"global": plan.global_batch, "per_device": plan.per_device, "accumulation": plan.accumulation,
+                      "processes": plan.world_size},
+            "config": config.to_dict(), "versions": versions(), "git": git_state(), "machine": machine(),
+            "started": time.time(), "evals": []}
+
+
+def log_plan(config: RunConfig, args: TrainingArguments, n_train: int, record: dict) -> None:
+    batches = math.ceil(n_train / (args.per_device_train_batch_size * args.world_size))
+    per_epoch = max(1, batches // args.gradient_accumulation_steps)
+    total = args.max_steps if args.max_steps > 0 else math.ceil(per_epoch * args.num_train_epochs)
+    record["batch"].update(total_steps=total, warmup_steps=args.get_warmup_steps(total))
+    log.info("config:\n%s", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    log.info("global batch %d = %d per device x %d accumulation x %d processes; %d optimizer steps, %d warmup",
+             record["batch"]["global"], args.per_device_train_batch_size, args.gradient_accumulation_steps,
+             args.world_size, total, record["batch"]["warmup_steps"])
+    log.info("parameters: %s", record["params"])
+
+
+def finish_record(record: dict, trainer: Trainer, task: TaskSpec, train_metrics: dict,
+                  train_set: datasets.Dataset, resumed_from: str | None) -> None:
+    evals = summarise_evals(trainer.state.log_history, task.eval_splits)
+    mean_tokens = sum(train_set["length"]) / max(1, len(train_set))
+    samples_per_s = train_metrics.get("train_samples_per_second", 0.0)
+    if record["lora"] is not None:
+        record["lora"]["targets"] = sorted(trainer.model.peft_config["default"].target_modules)
+    record.update(
+        status="success", evals=evals, best=pick_best(evals, task.primary_key), final=evals[-1] if evals else None,
+        timing={"train_seconds": train_metrics.get("train_runtime"), "train_samples_per_second": samples_per_s,
+                "real_tokens_per_second": round(samples_per_s * mean_tokens, 1),
+                "mean_real_tokens_per_example": round(mean_tokens, 2), "resumed_from": resumed_from,
+                "steps": trainer.state.global_step, "epochs": trainer.state.epoch},
+        train_loss=train_metrics.get("train_loss"), peak_memory_mb=peak_memory_mb(), finished=time.time())
