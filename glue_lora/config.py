@@ -7,6 +7,7 @@ Trainer options live under `training:` and are validated by `TrainingArguments` 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -190,13 +191,33 @@ def _typed_fields(cls: type, raw: dict, prefix: str, errors: list[str], skip: se
     out = {}
     for key, value in raw.items():
         if key not in valid:
-            errors.append(f"unknown key {prefix}{key}{closest(key, valid) or ' (valid: ' + ', '.join(valid) + ')'}")
+            errors.append(f"unknown key {prefix}{key}{_suggest(prefix + key, valid, prefix)}")
         elif key not in skip:
             if not _type_ok(value, hints[key]):
                 errors.append(f"{prefix}{key}={value!r} should be {_type_name(hints[key])}")
                 continue  # keep the default so the remaining checks can still run
             out[key] = float(value) if hints[key] in (float, float | None) and isinstance(value, int) else value
     return out
+
+
+# Names users bring from other tools (PEFT, run_glue, the LoRA scripts) -> ours.
+ALIASES = {"lora.rank": "lora.r", "lora.lora_alpha": "lora.alpha", "lora.lora_dropout": "lora.dropout",
+           "lora.use_rslora": "lora.scaling: rslora", "lr": "training.learning_rate",
+           "epochs": "training.num_train_epochs", "batch_size": "global_batch_size",
+           "model_name_or_path": "model", "task_name": "task", "lora_r": "lora.r", "lora_alpha": "lora.alpha"}
+
+
+def _suggest(dotted: str, valid: list[str], prefix: str) -> str:
+    if dotted in ALIASES:
+        return f" (did you mean: {ALIASES[dotted]}?)"
+    if not prefix:  # a Trainer option written at the top level is the likeliest slip
+        from transformers import TrainingArguments
+
+        trainer_fields = [f.name for f in dataclasses.fields(TrainingArguments)]
+        near = difflib.get_close_matches(dotted, trainer_fields, n=2, cutoff=0.8)
+        if near:
+            return f" (did you mean: {', '.join('training.' + n for n in near)}?)"
+    return closest(dotted.removeprefix(prefix), valid) or f" (valid: {', '.join(valid)})"
 
 
 def _type_ok(value: Any, hint: Any) -> bool:

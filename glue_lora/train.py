@@ -94,6 +94,10 @@ def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
         "per_device_eval_batch_size": max(64, 2 * plan.per_device),
         "train_sampling_strategy": "group_by_length",  # random mega-batches sorted by length: less padding
         "bf16": on_gpu and torch.cuda.is_bf16_supported(including_emulation=False),
+        # Trainer multiplies the loss by the process count when it believes the model divides by the global
+        # item count; sequence classifiers take a per-device mean, so under DDP the gradients (and logged
+        # loss) came out N times too large. Off, DDP's gradient averaging gives the global-batch mean.
+        "average_tokens_across_devices": False,
         "disable_tqdm": True, "log_level": "warning", "dataloader_pin_memory": on_gpu,
     }
     merged = {**defaults, **config.training}
@@ -107,10 +111,14 @@ def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
         per_device_train_batch_size=plan.per_device, gradient_accumulation_steps=plan.accumulation,
         label_names=["labels"],  # PeftModel hides the signature Trainer reads label names from
     )
-    if config.method == "lora":
-        merged.setdefault("ddp_find_unused_parameters", False)  # Trainer assumes True for a PeftModel
+    # Every trainable parameter is used in each forward pass; Trainer would otherwise assume unused ones for
+    # a PeftModel and pay an extra autograd traversal per step.
+    merged.setdefault("ddp_find_unused_parameters", False)
     if plan.world_size > 1 and not on_gpu:
-        merged.setdefault("ddp_backend", "gloo")  # without it CPU torchrun runs N independent trainings
+        # Without both, accelerate sees no distributed CPU setup: torchrun then runs N independent trainings
+        # that share only their logged loss.
+        merged.setdefault("ddp_backend", "gloo")
+        merged.setdefault("use_cpu", True)
     try:
         return TrainingArguments(**merged)
     except (TypeError, ValueError) as err:
@@ -137,7 +145,9 @@ def prepare_run_dir(config: RunConfig) -> None:
 def tokenise(splits: datasets.DatasetDict, task: TaskSpec, tokenizer, config: RunConfig,
              source: str) -> datasets.DatasetDict:
     """Subset, tokenise and truncate once; cached on disk, keyed by everything that changes the result."""
-    splits = datasets.DatasetDict({name: _subset(split, name, task, config) for name, split in splits.items()})
+    used = (task.train_split, *task.eval_splits)  # test splits are unlabelled: not needed for training
+    splits = datasets.DatasetDict({name: _subset(split, name, task, config) for name, split in splits.items()
+                                   if name in used})
     key = _cache_key(splits, task, tokenizer, config, source)
     cached = CACHE_DIR / "tokenized" / key
     if (cached / "dataset_dict.json").exists():

@@ -52,7 +52,8 @@ def build_tiny_model(kind: str, folder: Path) -> Path:
                   intermediate_size=64, pad_token_id=tokenizer.pad_token_id, max_position_embeddings=160)
     torch.manual_seed(0)
     if kind == "roberta":
-        model = RobertaModel(RobertaConfig(**common, type_vocab_size=1), add_pooling_layer=False)
+        # type_vocab_size 2: the shared BERT tokenizer emits segment ids for sentence pairs
+        model = RobertaModel(RobertaConfig(**common, type_vocab_size=2), add_pooling_layer=False)
     elif kind == "deberta-v2":
         model = DebertaV2Model(DebertaV2Config(**common, relative_attention=True, pos_att_type=["p2c", "c2p"],
                                                position_biased_input=False, max_relative_positions=64,
