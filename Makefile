@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) run_glue.py configs/demo.yaml
+	$(PY) run_glue.py configs/demo.yaml resume=true   # a finished demo reports its result instead of refusing
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -22,10 +22,11 @@ def setup_logging() -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from glue_lora.config import load_config
+    from glue_lora.config import load_config, resolve_init_from
     from glue_lora.train import run
 
-    record = run(load_config(args.config, args.overrides))
+    # init_from: a config names its MNLI run; fail now, with the command that produces it, if it is missing
+    record = run(resolve_init_from(load_config(args.config, args.overrides)))
     best, key = record.get("best") or {}, record["primary_metric"]
     if best:
         print(f"best {key} = {best['metrics'][key]:.4f} (step {best['step']}, epoch {best['epoch']:.2f}); "

@@ -62,8 +62,9 @@ class RunConfig:
     max_eval_samples: int | None = None  #: a fixed random subset of each evaluation split
     name: str | None = None  #: run name; default <model>--<method>--<task>--s<seed>
     output_dir: str | None = None  #: default runs/<name>
-    init_from: str | None = None  #: run directory whose trained weights start this run (MNLI-init)
-    init_modules: list[str] = field(default_factory=lambda: ["lora"])  #: what init_from carries over
+    #: MNLI-init: a config file (its run with this seed under this run's output root) or a run directory
+    init_from: str | None = None
+    init_modules: list[str] | None = None  #: what init_from carries over; None: the family's (modeling.FAMILIES)
     model_config: dict[str, Any] = field(default_factory=dict)  #: set on the HF model config (e.g. cls_dropout)
     lora: LoraSettings = field(default_factory=LoraSettings)
     training: dict[str, Any] = field(default_factory=dict)  #: passed to transformers.TrainingArguments
@@ -121,11 +122,19 @@ def read_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     if not isinstance(data, dict):
         raise UsageError(f"{path}: a config must be a mapping of keys to values")
+    _anchor_init_from(data, path.parent)
     parents = data.pop("extends", None) or []
     merged: dict[str, Any] = {}
     for parent in [parents] if isinstance(parents, str) else parents:
         merged = deep_merge(merged, read_yaml_tree(path.parent / parent, (*_seen, path)))
     return deep_merge(merged, data)
+
+
+def _anchor_init_from(data: dict[str, Any], folder: Path) -> None:
+    """A config named by `init_from` is relative to the file that names it, not to whichever file extends it."""
+    init = data.get("init_from")
+    if isinstance(init, str) and names_config(init) and not Path(init).is_absolute():
+        data["init_from"] = str((folder / init).resolve())
 
 
 def deep_merge(base: dict, update: dict) -> dict:
@@ -264,7 +273,7 @@ def _check_values(config: RunConfig) -> list[str]:
         errors.append("resume=true and overwrite=true contradict each other: pick one")
     if config.global_batch_size and "gradient_accumulation_steps" in config.training:
         errors.append("training.gradient_accumulation_steps is derived from global_batch_size: set only one")
-    return errors + _check_training(config.training)
+    return errors + _check_init_from(config) + _check_training(config.training)
 
 
 def _check_training(training: dict[str, Any]) -> list[str]:
@@ -281,6 +290,76 @@ def _check_training(training: dict[str, Any]) -> list[str]:
         elif key not in valid:
             errors.append(f"unknown key training.{key}{closest(key, valid)} (a transformers.TrainingArguments field)")
     return errors
+
+
+# --- MNLI-init: init_from ------------------------------------------------------------------------------------
+
+CONFIG_SUFFIXES = (".yaml", ".yml")
+
+
+def names_config(value: str) -> bool:
+    """True when an `init_from` value names a config file (resolved to its run) rather than a run directory."""
+    return value.endswith(CONFIG_SUFFIXES)
+
+
+def _check_init_from(config: RunConfig) -> list[str]:
+    init = config.init_from
+    if init and names_config(init) and not Path(init).is_file():
+        return [f"init_from: config file {init} not found (a path relative to the config that names it)"]
+    if config.init_modules is not None and not config.init_modules:
+        return ["init_modules=[] carries nothing over; remove init_from instead, or leave init_modules unset"]
+    return []
+
+
+def config_dependencies(config: RunConfig | str | os.PathLike) -> list[Path]:
+    """Config files whose runs must finish before this config's run starts (MNLI-init), as absolute paths.
+
+    Run each with the same seed and output root as the dependent run; direct dependencies only (call again on
+    each result for a deeper chain). Accepts a loaded config or a config file path.
+    """
+    if not isinstance(config, RunConfig):
+        config = load_config(config)
+    init = config.init_from
+    return [Path(init)] if init and names_config(init) else []
+
+
+def init_run_dir(config: RunConfig) -> Path | None:
+    """The run directory `init_from` refers to: for a config file, that config's run with this run's seed,
+    beside this run's directory (same output root). None without init_from."""
+    if not config.init_from:
+        return None
+    if not names_config(config.init_from):
+        return Path(config.init_from)
+    source = load_config(config.init_from, [f"seed={config.seed}"])
+    return config.run_dir.parent / source.run_name
+
+
+def init_command(config: RunConfig) -> str:
+    """The command that produces the run `init_from` names (valid when init_from names a config file)."""
+    run_dir = init_run_dir(config)
+    path = Path(str(config.init_from))
+    shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+    command = f"python run_glue.py {shown} seed={config.seed}"
+    return command if run_dir is not None and run_dir.parent == Path("runs") else f"{command} output_dir={run_dir}"
+
+
+def resolve_init_from(config: RunConfig) -> RunConfig:
+    """A copy of `config` whose `init_from` is the finished run it starts from; a missing run is a UsageError.
+
+    Call before training: it fails in a second, before any model or data is loaded.
+    """
+    from glue_lora.results import read_results  # imports torch: only when a run is about to start
+
+    run_dir = init_run_dir(config)
+    if run_dir is None:
+        return config
+    status = (read_results(run_dir) or {}).get("status")
+    if status == "success":
+        return dataclasses.replace(config, init_from=str(run_dir))
+    state = f"holds a {status} run" if status else "holds no run"
+    if names_config(str(config.init_from)):
+        raise UsageError(f"init_from: {run_dir} {state}; produce it first: {init_command(config)}")
+    raise UsageError(f"init_from: {run_dir} {state}; finish that run first, or point init_from at a finished run")
 
 
 # --- batch arithmetic ----------------------------------------------------------------------------------------

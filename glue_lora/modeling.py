@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
 
-from glue_lora.config import RunConfig
+from glue_lora.config import RunConfig, names_config
 from glue_lora.errors import UsageError, require_hub
 from glue_lora.tasks import TaskSpec
 
@@ -28,18 +28,21 @@ class Family:
 
     targets: tuple[str, ...]
     head: tuple[str, ...]
+    init_modules: tuple[str, ...] = ("lora",)  #: what MNLI-init (init_from) carries over by default
 
 
 # DeBERTa's pooler is new (random) in every pretrained checkpoint, so it must train and be saved with the
 # adapter; PEFT's SEQ_CLS default would leave it frozen and random (huggingface/peft#2171).
+# MNLI-init as in microsoft/LoRA: RoBERTa drops the whole head (label counts differ), so only LoRA A/B carry
+# over; DeBERTa drops only `classifier`, so the MNLI-trained pooler carries over too.
 FAMILIES: dict[str, Family] = {
     "roberta": Family(("query", "value"), ("classifier",)),
     "xlm-roberta": Family(("query", "value"), ("classifier",)),
     "camembert": Family(("query", "value"), ("classifier",)),
     "bert": Family(("query", "value"), ("classifier",)),
     "electra": Family(("query", "value"), ("classifier",)),
-    "deberta-v2": Family(("query_proj", "value_proj"), ("classifier", "pooler")),
-    "deberta": Family(("in_proj",), ("classifier", "pooler")),
+    "deberta-v2": Family(("query_proj", "value_proj"), ("classifier", "pooler"), ("lora", "pooler")),
+    "deberta": Family(("in_proj",), ("classifier", "pooler"), ("lora", "pooler")),
 }
 
 
@@ -142,12 +145,19 @@ def count_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
     return counts
 
 
-def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str]) -> list[str]:
+def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | None = None) -> list[str]:
     """Copy trained weights from an earlier run (e.g. MNLI-init); returns the loaded tensor names.
 
     LoRA runs take the named parts of the saved adapter ("lora" = every LoRA A/B, other names = head modules
-    such as DeBERTa's pooler); full runs take every saved tensor outside the task head.
+    such as DeBERTa's pooler); full runs take every saved tensor outside the task head. `modules=None` means
+    the model family's default (`Family.init_modules`). `run_dir` must be a run directory: a config file
+    named by init_from is resolved first (`glue_lora.config.resolve_init_from`).
     """
+    if names_config(str(run_dir)):
+        raise UsageError(f"init_from={run_dir} names a config, not a run directory; resolve it first with "
+                         "glue_lora.config.resolve_init_from(config)")
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    modules = list(modules) if modules is not None else list(family_of(base.config.model_type).init_modules)
     folder = Path(run_dir)
     adapter, full = folder / "adapter_model.safetensors", folder / "model.safetensors"
     if isinstance(model, PeftModel):
@@ -155,10 +165,12 @@ def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str]) -> l
             raise UsageError(f"init_from={run_dir}: no adapter_model.safetensors there; train that run first "
                              f"(python run_glue.py <its config> output_dir={run_dir})")
         state = {k: v for k, v in load_file(adapter).items() if _wanted(k, modules)}
-        result = set_peft_model_state_dict(model, state)
-        unexpected = getattr(result, "unexpected_keys", [])
+        current = get_peft_model_state_dict(model)
+        unexpected = sorted(set(state) - set(current))
         if unexpected:
             raise UsageError(f"init_from={run_dir}: {len(unexpected)} tensors do not fit this model, e.g. {unexpected[0]}")
+        # PEFT wants every modules_to_save tensor in the dict: the ones not carried over keep their fresh values
+        set_peft_model_state_dict(model, {**current, **state})
         return sorted(state)
     if not full.exists():
         raise UsageError(f"init_from={run_dir}: no model.safetensors there; train that run first with method=full")
