@@ -1,0 +1,567 @@
+"""`glue-lora sweep`: expand a sweep file into named runs and execute them, skipping finished ones.
+
+A sweep file (YAML; paths in it are relative to the file):
+
+    configs:                        # config files, run in this order within each grid point
+      - ../minilm/lora/cola.yaml
+      - ../minilm/full/cola.yaml
+    grid:                           # dotted overrides; lists are crossed (Cartesian product), scalars fixed
+      seed: [0, 1, 2]
+      training.learning_rate: [3.0e-4, 1.0e-3]
+    variants:                       # optional: each entry is crossed with the grid; lists *inside* one entry
+      - {lora.r: [1, 8], lora.alpha: [2, 16]}     # are zipped element-wise, which ties values together
+      - {lora.r: [1, 8], lora.alpha: 16}          # (here: alpha = 2r, then a fixed alpha)
+    output_root: runs/my-sweep      # relative to the current directory, like a config's output_dir
+
+Each run is `python -m glue_lora.cli train CONFIG OVERRIDES name=NAME output_dir=ROOT/NAME` in its own
+subprocess (a crash or a leak stays in that run), with a deterministic name built from the model, method,
+task, config stem when it adds information, every sweep override and the seed, e.g.
+`roberta-base--lora--rte--lr5e-4--r8--s0`. A run whose results.json says success is skipped; any other
+existing run directory is resumed (`resume=true`). Runs whose config declares `init_from: other.yaml`
+(MNLI-init) wait for that config's run with the same overrides, which the sweep adds when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import itertools
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from glue_lora.config import RunConfig, config_dependencies, load_config, parse_override
+from glue_lora.errors import UsageError, closest
+
+log = logging.getLogger(__name__)
+
+HELP = "run a grid of configs x overrides (seeds, lr, rank, ...) as separate runs, skipping finished ones"
+SWEEP_KEYS = ("configs", "grid", "variants", "output_root", "description")
+STATUS_FILE = "sweep-status.json"
+# Keys that never appear as a name tag: they have their own slot in the name or are set by the sweep.
+UNTAGGED = {"seed", "method", "task", "model", "name", "output_dir", "init_from", "resume", "overwrite"}
+# Short tags for the overrides sweeps vary most; others use their last dotted component.
+TAGS = {"training.learning_rate": "lr", "lora.r": "r", "lora.alpha": "a", "lora.scaling": "",
+        "global_batch_size": "bs", "training.num_train_epochs": "ep", "max_train_samples": "n",
+        "lora.dropout": "drop", "training.weight_decay": "wd", "max_seq_length": "len"}
+
+
+# --- the sweep file -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A parsed sweep file: what to run (configs x variants x grid) and where."""
+
+    path: Path
+    configs: tuple[Path, ...]
+    grid: dict[str, list[Any]]
+    variants: tuple[dict[str, Any], ...]
+    output_root: Path
+    description: str = ""
+
+
+def load_sweep(path: str | os.PathLike, output_root: str | None = None) -> SweepSpec:
+    """Read and check a sweep file; every problem is a one-line UsageError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"sweep file not found: {path}; the shipped ones are in configs/sweeps/")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    for key in data:
+        if key not in SWEEP_KEYS:
+            raise UsageError(f"{path}: unknown key {key!r}{closest(key, SWEEP_KEYS)} (valid: {', '.join(SWEEP_KEYS)})")
+    return SweepSpec(path=path, configs=_config_paths(path, data.get("configs")), grid=_grid(path, data.get("grid")),
+                     variants=_variants(path, data.get("variants")),
+                     output_root=Path(output_root or data.get("output_root") or Path("runs") / path.stem),
+                     description=str(data.get("description") or ""))
+
+
+def _config_paths(path: Path, configs: Any) -> tuple[Path, ...]:
+    if not configs or not isinstance(configs, list) or not all(isinstance(c, str) for c in configs):
+        raise UsageError(f"{path}: `configs` must be a non-empty list of config paths (relative to the sweep file)")
+    out = []
+    for entry in configs:
+        found = (path.parent / entry)
+        if not found.is_file():
+            raise UsageError(f"{path}: config {entry} not found (looked for {found}); fix the path, "
+                             "which is relative to the sweep file")
+        out.append(Path(os.path.relpath(found.resolve())))
+    return tuple(out)
+
+
+def _grid(path: Path, grid: Any) -> dict[str, list[Any]]:
+    if grid is None:
+        return {}
+    if not isinstance(grid, dict):
+        raise UsageError(f"{path}: `grid` must map dotted keys to a value or a list of values (e.g. seed: [0, 1])")
+    out = {}
+    for key, values in grid.items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise UsageError(f"{path}: grid key {key} has an empty list; give at least one value or remove it")
+        out[str(key)] = values
+    return out
+
+
+def _variants(path: Path, variants: Any) -> tuple[dict[str, Any], ...]:
+    if variants is None:
+        return ({},)
+    if not isinstance(variants, list) or not all(isinstance(v, dict) and v for v in variants):
+        raise UsageError(f"{path}: `variants` must be a list of non-empty mappings of dotted overrides")
+    out: list[dict[str, Any]] = []
+    for index, variant in enumerate(variants):
+        lengths = {len(v) for v in variant.values() if isinstance(v, list)}
+        if len(lengths) > 1:
+            raise UsageError(f"{path}: variant {index + 1} zips lists of different lengths {sorted(lengths)}; "
+                             "give every list in one variant the same length")
+        count = lengths.pop() if lengths else 1
+        out += [{k: (v[i] if isinstance(v, list) else v) for k, v in variant.items()} for i in range(count)]
+    return tuple(out)
+
+
+def override_sets(spec: SweepSpec, extra: Mapping[str, Any] = {}) -> Iterator[dict[str, Any]]:
+    """Every grid point crossed with every variant (grid keys in file order, first key slowest)."""
+    keys = list(spec.grid)
+    for values in itertools.product(*spec.grid.values()):
+        point = dict(zip(keys, values))
+        for variant in spec.variants:
+            clash = (set(point) | set(extra)) & set(variant)
+            if clash:
+                raise UsageError(f"{spec.path}: {', '.join(sorted(clash))} set both by a variant and by the grid "
+                                 "or command line; set each key in one place")
+            yield {**point, **variant, **extra}
+
+
+# --- planning -----------------------------------------------------------------------------------------------
+
+@dataclass
+class PlannedRun:
+    """One run of the sweep: a config file, the sweep's overrides for it, and its place on disk."""
+
+    name: str
+    config_path: Path
+    overrides: dict[str, Any]
+    run_dir: Path
+    config: RunConfig
+    depends_on: list[str] = field(default_factory=list)  #: names of runs that must succeed first
+
+    def arguments(self, resume: bool = False) -> list[str]:
+        """Command-line arguments after `train`: config, overrides, and what the sweep controls."""
+        items = [f"{k}={_yaml_value(v)}" for k, v in self.overrides.items()]
+        if self.depends_on:
+            items.append(f"init_from={self.config.init_from}")
+        items += [f"name={self.name}", f"output_dir={self.run_dir}"]
+        return [str(self.config_path), *items, *(["resume=true"] if resume else [])]
+
+
+def _yaml_value(value: Any) -> str:
+    """Render an override value so that `parse_override` reads back the same value and type."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("...").strip()
+
+
+def plan_sweep(spec: SweepSpec, extra: Mapping[str, Any] = {}) -> list[PlannedRun]:
+    """Expand, name, de-duplicate and order the runs; dependencies (MNLI-init) come before their dependents."""
+    runs: dict[str, PlannedRun] = {}
+    for overrides in override_sets(spec, extra):
+        for config_path in spec.configs:
+            _add_run(runs, spec, config_path, overrides, ())
+    return _topological(list(runs.values()))
+
+
+def _add_run(runs: dict[str, PlannedRun], spec: SweepSpec, config_path: Path, overrides: dict[str, Any],
+             chain: tuple[Path, ...]) -> PlannedRun:
+    if config_path in chain:
+        raise UsageError(f"init_from cycle: {' -> '.join(map(str, (*chain, config_path)))}; break the loop")
+    config = load_config(config_path, [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
+    name = run_name(config, config_path, overrides)
+    planned = PlannedRun(name, config_path, dict(overrides), spec.output_root / name, config)
+    existing = runs.get(name)
+    if existing is not None:
+        if _comparable(existing.config) != _comparable(config):
+            raise UsageError(f"{existing.config_path} and {config_path} give different runs the same name {name}; "
+                             "give the configs distinct file names or models")
+        return existing  # the same run reached twice (e.g. two variants meeting at r=8, alpha=16)
+    for dependency in config_dependencies(config):
+        parent = _add_run(runs, spec, Path(os.path.relpath(dependency)), overrides, (*chain, config_path))
+        planned.depends_on.append(parent.name)
+        planned.config.init_from = str(parent.run_dir)  # the sweep's name for that run, not the default one
+    runs[name] = planned
+    return planned
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    data = config.to_dict()
+    for key in ("name", "output_dir", "resume", "overwrite", "init_from"):  # init_from: set by the sweep
+        data.pop(key, None)
+    return data
+
+
+def run_name(config: RunConfig, config_path: Path, overrides: Mapping[str, Any]) -> str:
+    """`<model>--<method>--<task>[--<config stem>]--<override tags>--s<seed>`, filesystem-safe.
+
+    The config stem is kept only when it says more than the task (e.g. `alpha-r-sst2`), so the paper's
+    `<model>/<method>/<task>.yaml` layout gives `roberta-base--lora--rte--s0`.
+    """
+    model = Path(config.model.split(":")[-1].rstrip("/")).name
+    parts = [model, config.method, config.task]
+    if config_path.stem not in (config.task, config.method):
+        parts.append(config_path.stem)
+    parts += [_tag(key, value) for key, value in overrides.items() if key not in UNTAGGED]
+    parts.append(f"s{config.seed}")
+    return re.sub(r"[^A-Za-z0-9._+=-]+", "_", "--".join(parts))
+
+
+def _tag(key: str, value: Any) -> str:
+    prefix = TAGS.get(key, key.split(".")[-1])
+    return f"{prefix}{format_value(value)}".replace("/", "-")
+
+
+def format_value(value: Any) -> str:
+    """Short, exact text for a tag: 0.0003 -> 3e-4, 0.01 -> 1e-2, 1.5e-05 -> 1.5e-5, 16.0 -> 16, 0.5 -> 0.5."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if float(value).is_integer() and abs(value) < 1e6:
+        return str(int(value))
+    if 0.1 <= abs(value) < 1e6:
+        return f"{value:g}"
+    mantissa, exponent = f"{value:.6e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _topological(runs: list[PlannedRun]) -> list[PlannedRun]:
+    """Stable order: each run as early as the file order allows, after everything it depends on."""
+    by_name = {r.name: r for r in runs}
+    ordered: list[PlannedRun] = []
+    placed: set[str] = set()
+
+    def place(run: PlannedRun) -> None:
+        if run.name in placed:
+            return
+        for parent in run.depends_on:
+            place(by_name[parent])
+        placed.add(run.name)
+        ordered.append(run)
+
+    for run in runs:
+        place(run)
+    return ordered
+
+
+# --- state on disk ------------------------------------------------------------------------------------------
+
+def run_state(run_dir: Path) -> str:
+    """'done' (results.json says success), 'resume' (something is there: interrupted or failed) or 'new'."""
+    results = run_dir / "results.json"
+    try:
+        status = json.loads(results.read_text()).get("status")
+    except (FileNotFoundError, json.JSONDecodeError):
+        status = None
+    if status == "success":
+        return "done"
+    return "resume" if results.exists() or (run_dir / "checkpoints").is_dir() else "new"
+
+
+def stale_keys(run: PlannedRun) -> list[str]:
+    """Config keys where a finished run's recorded config differs from the plan (its config file was edited
+    after it ran); such a run is still skipped, but the sweep says so."""
+    try:
+        recorded = json.loads((run.run_dir / "results.json").read_text()).get("config") or {}
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    planned = _comparable(run.config)
+    recorded = {k: v for k, v in recorded.items() if k in planned}
+    return sorted(k for k in planned if json.dumps(planned[k], default=str) != json.dumps(recorded.get(k), default=str))
+
+
+# --- execution ----------------------------------------------------------------------------------------------
+
+# A runner starts one run and returns its exit status: (run, environment, log file, resume) -> int.
+Runner = Callable[[PlannedRun, dict[str, str], Path, bool], int]
+
+
+_CHILDREN: set[subprocess.Popen] = set()  # live training processes, stopped when the sweep is stopped
+_CHILDREN_LOCK = threading.Lock()
+
+
+def subprocess_runner(run: PlannedRun, env: dict[str, str], log_path: Path, resume: bool) -> int:
+    """One run in a fresh interpreter, output to its log file."""
+    command = [sys.executable, "-m", "glue_lora.cli", "train", *run.arguments(resume)]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a") as handle:
+        handle.write(f"\n$ {' '.join(command)}\n")
+        handle.flush()
+        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        with _CHILDREN_LOCK:
+            _CHILDREN.add(process)
+        try:
+            return process.wait()
+        finally:
+            with _CHILDREN_LOCK:
+                _CHILDREN.discard(process)
+
+
+def stop_children() -> None:
+    """Terminate the runs still going, so a stopped sweep leaves no orphan writing into a run directory
+    that the next invocation will resume."""
+    with _CHILDREN_LOCK:
+        children = list(_CHILDREN)
+    for process in children:
+        process.terminate()
+    for process in children:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@dataclass
+class Outcome:
+    """What happened to one run in this invocation."""
+
+    name: str
+    status: str  #: skipped (already done), success, failed, blocked (a dependency failed)
+    seconds: float = 0.0
+    detail: str = ""
+
+
+def job_environment(slot: int, jobs: int, cpus: int, gpus: list[str], base: Mapping[str, str]) -> dict[str, str]:
+    """Environment for the job in `slot`: its share of CPU threads, and of GPUs when there are any.
+
+    Without a thread limit every job would start one thread per core and N jobs would oversubscribe the
+    CPU N-fold (torch reads OMP_NUM_THREADS at start-up).
+    """
+    env = dict(base)
+    threads = str(max(1, cpus // jobs))
+    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
+    if gpus:
+        per_job = max(1, len(gpus) // jobs)
+        first = (slot * per_job) % len(gpus)
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first:first + per_job])
+    return env
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may hand out: CUDA_VISIBLE_DEVICES when set, else every device torch sees."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def execute(runs: list[PlannedRun], jobs: int = 1, runner: Runner = subprocess_runner, log_root: Path | None = None,
+            cpus: int | None = None, gpus: list[str] | None = None) -> list[Outcome]:
+    """Run everything not yet done, `jobs` at a time, honouring dependencies; never stops at a failure."""
+    cpus = cpus or len(os.sched_getaffinity(0))
+    scheduler = _Scheduler(runs, jobs, runner, log_root, cpus, visible_gpus() if gpus is None else gpus)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        try:
+            while scheduler.pending or scheduler.running:
+                scheduler.start_ready(pool)
+                scheduler.collect()
+        except BaseException:  # Ctrl-C or kill: stop the runs before the pool waits for them
+            stop_children()
+            raise
+    return [scheduler.outcomes[r.name] for r in runs]
+
+
+class _Scheduler:
+    """The sweep's bookkeeping: what is pending, running (with its job slot) and finished."""
+
+    def __init__(self, runs: list[PlannedRun], jobs: int, runner: Runner, log_root: Path | None, cpus: int,
+                 gpus: list[str]):
+        self.jobs, self.runner, self.log_root, self.cpus, self.gpus = jobs, runner, log_root, cpus, gpus
+        self.outcomes = {r.name: _skipped(r) for r in runs if run_state(r.run_dir) == "done"}
+        self.pending = [r for r in runs if r.name not in self.outcomes]
+        self.running: dict[Future, tuple[PlannedRun, int, float]] = {}
+        # Datasets some finished run has tokenised into the shared on-disk cache. The first run of a dataset
+        # writes that cache entry; a second process writing it at the same moment could corrupt it.
+        self.warm = {_data_key(r) for r in runs if r.name in self.outcomes}
+
+    def start_ready(self, pool: ThreadPoolExecutor) -> None:
+        for run in list(self.pending):
+            if self._blocked(run):
+                self.pending.remove(run)
+            elif len(self.running) < self.jobs and self._ready(run):
+                self.pending.remove(run)
+                slot = min(set(range(self.jobs)) - {s for _, s, _ in self.running.values()})
+                env = job_environment(slot, self.jobs, self.cpus, self.gpus, os.environ)
+                self.running[self._start(pool, run, env)] = (run, slot, time.time())
+        if self.pending and not self.running:
+            raise RuntimeError(f"sweep scheduler stuck on {[r.name for r in self.pending]}")
+
+    def collect(self) -> None:
+        # A timeout keeps the main thread waking up, so a signal (Ctrl-C, kill) is handled promptly.
+        done, _ = wait(self.running, timeout=1.0, return_when=FIRST_COMPLETED)
+        for future in done:
+            run, _, start = self.running.pop(future)
+            self.outcomes[run.name] = _finished(run, future, time.time() - start)
+            self.warm.add(_data_key(run))
+
+    def _blocked(self, run: PlannedRun) -> bool:
+        """Record the run as blocked when something it depends on failed (or was itself blocked)."""
+        failed = [d for d in run.depends_on if d in self.outcomes and self.outcomes[d].status in ("failed", "blocked")]
+        if failed:
+            self.outcomes[run.name] = Outcome(run.name, "blocked", detail=f"dependency {failed[0]} did not finish")
+            log.warning("%s: blocked, dependency %s did not finish", run.name, failed[0])
+        return bool(failed)
+
+    def _ready(self, run: PlannedRun) -> bool:
+        """Dependencies finished, and no first user of the same (not yet cached) data running."""
+        if not all(d in self.outcomes for d in run.depends_on):
+            return False
+        key = _data_key(run)
+        return key in self.warm or not any(_data_key(other) == key for other, _, _ in self.running.values())
+
+    def _start(self, pool: ThreadPoolExecutor, run: PlannedRun, env: dict[str, str]) -> Future:
+        resume = run_state(run.run_dir) == "resume"
+        log_path = (self.log_root or run.run_dir.parent / "_logs") / f"{run.name}.log"
+        log.info("start %s%s (log: %s)", run.name, " [resume]" if resume else "", log_path)
+        return pool.submit(self.runner, run, env, log_path, resume)
+
+
+def _data_key(run: PlannedRun) -> tuple:
+    c = run.config
+    return (c.task, c.data_dir, c.model, c.max_seq_length, c.pad_to_max_length, c.max_train_samples, c.max_eval_samples)
+
+
+def _skipped(run: PlannedRun) -> Outcome:
+    stale = stale_keys(run)
+    if stale:
+        log.warning("%s is done but was run with other values of %s; delete its directory to run it again",
+                    run.name, ", ".join(stale))
+    detail = "results.json says success" + (f"; stale: {', '.join(stale)}" if stale else "")
+    return Outcome(run.name, "skipped", detail=detail)
+
+
+def _finished(run: PlannedRun, future: Future, seconds: float) -> Outcome:
+    try:
+        code = future.result()
+    except Exception as err:  # a broken runner must not take the sweep down
+        code, detail = -1, f"{type(err).__name__}: {err}"
+    else:
+        detail = f"exit status {code}"
+    state = run_state(run.run_dir)
+    if code == 0 and state == "done":
+        log.info("done %s in %.0f s", run.name, seconds)
+        return Outcome(run.name, "success", seconds)
+    error = _recorded_error(run.run_dir)
+    log.error("FAILED %s (%s)%s", run.name, detail, f": {error}" if error else "")
+    return Outcome(run.name, "failed", seconds, error or detail)
+
+
+def _recorded_error(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "results.json").read_text()).get("error") or "")[:300]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return ""
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep", help="sweep YAML (see configs/sweeps/)")
+    parser.add_argument("overrides", nargs="*",
+                        help="extra dotted overrides for every run, right after SWEEP (they become name tags)")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan (name, state, command) and exit")
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each with cores/N threads (default 1)")
+    parser.add_argument("--output-root", help="where run directories go (default: the sweep file's output_root)")
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give at least 1")
+    spec = load_sweep(args.sweep, args.output_root)
+    extra = dict(parse_override(item) for item in args.overrides)
+    runs = plan_sweep(spec, extra)
+    if args.dry_run:
+        print_plan(spec, runs)
+        return 0
+    started = time.time()
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the runs too, as Ctrl-C does
+    try:
+        with output_lock(spec.output_root):
+            outcomes = execute(runs, jobs=args.jobs)
+    except KeyboardInterrupt:
+        print("sweep stopped; run the same command again to continue (finished runs are skipped)", file=sys.stderr)
+        return 130
+    write_status(spec, runs, outcomes)
+    return summarise(outcomes, time.time() - started)
+
+
+@contextlib.contextmanager
+def output_lock(root: Path) -> Iterator[None]:
+    """Hold `<root>/.sweep.lock` while running: two sweeps on one output root would start the same runs twice."""
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".sweep.lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise UsageError(f"another sweep is running on {root} (pid {handle.read().strip() or '?'}); wait for it "
+                             "or stop it, then run this again") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def print_plan(spec: SweepSpec, runs: list[PlannedRun]) -> None:
+    states = {r.name: run_state(r.run_dir) for r in runs}
+    for index, run in enumerate(runs, 1):
+        after = f"  (after {', '.join(run.depends_on)})" if run.depends_on else ""
+        stale = stale_keys(run) if states[run.name] == "done" else []
+        after += f"  [done with other {', '.join(stale)}: delete to rerun]" if stale else ""
+        resume = states[run.name] == "resume"
+        print(f"{index:>4} {states[run.name]:<6} {run.name}{after}")
+        print(f"       python -m glue_lora.cli train {' '.join(run.arguments(resume))}")
+    counts = {s: list(states.values()).count(s) for s in ("done", "resume", "new")}
+    print(f"{len(runs)} runs under {spec.output_root}: {counts['done']} done, {counts['resume']} to resume, "
+          f"{counts['new']} new")
+
+
+def write_status(spec: SweepSpec, runs: list[PlannedRun], outcomes: list[Outcome]) -> None:
+    """`<output_root>/sweep-status.json`: this invocation's outcome per run (the report reads results.json)."""
+    from glue_lora.results import write_json_atomic
+
+    write_json_atomic(spec.output_root / STATUS_FILE, {
+        "sweep": str(spec.path), "finished": time.time(),
+        "runs": [{"name": r.name, "status": o.status, "seconds": round(o.seconds, 1), "detail": o.detail,
+                  "command": ["python", "-m", "glue_lora.cli", "train", *r.arguments()]}
+                 for r, o in zip(runs, outcomes)]})
+
+
+def summarise(outcomes: list[Outcome], seconds: float) -> int:
+    """Print one line per problem and a count; exit status 1 when any run failed or was blocked."""
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("success", "skipped", "failed", "blocked")}
+    for outcome in outcomes:
+        if outcome.status in ("failed", "blocked"):
+            print(f"{outcome.status.upper()}: {outcome.name}: {outcome.detail}")
+    print(f"sweep: {counts['success']} ran, {counts['skipped']} already done, {counts['failed']} failed, "
+          f"{counts['blocked']} blocked, in {seconds:.0f} s")
+    return 1 if counts["failed"] or counts["blocked"] else 0
