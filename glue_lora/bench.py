@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -335,6 +335,7 @@ def measure_setting(setting: Setting, config_path: str | None, overrides: list[s
     from glue_lora.config import load_config
 
     exact_peak = reset_peak_memory()
+    rss_start = _rss_kib("VmRSS")  # the process before this setting loads anything: the baseline of its peak
     total_steps = plan.warmup + plan.steps * plan.repeats
     config = load_config(config_path, [
         *overrides, *setting.overrides, f"output_dir={workdir / setting.key}",
@@ -371,6 +372,7 @@ def measure_setting(setting: Setting, config_path: str | None, overrides: list[s
         "matmul_weights": vars(weights), "windows": windows,
         "eval": {k: v for k, v in evals.items() if k != "metrics"}, "eval_metrics": evals["metrics"],
         "merged_eval": merged, "peak_memory_mib": memory, "peak_is_per_setting": exact_peak,
+        "rss_at_start_mib": round(rss_start / 1024, 1) if rss_start is not None else None,
         **{key: statistics.median(w[key] for w in windows) for key in (
             "train_samples_per_s", "real_tokens_per_s", "padded_tokens_per_s", "model_tflops_per_s",
             "hardware_tflops_per_s")},
@@ -493,7 +495,8 @@ def main(args: argparse.Namespace) -> int:
     chosen = [s.strip() for s in args.settings.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in available]
     if unknown or not chosen:
-        raise UsageError(f"--settings: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(available)}")
+        raise UsageError(f"--settings: unknown {', '.join(unknown) or '(none given)'}; "
+                         f"choose from {', '.join(available)}")
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError("--threads must be at least 1")
@@ -515,6 +518,9 @@ def main(args: argparse.Namespace) -> int:
             print(f"bench: {available[key].label} ...", file=sys.stderr, flush=True)
             rows.append(measure_setting(available[key], args.config, overrides, plan, Path(tmp), args.merged_eval))
     peaks = {dt: statistics.median(v) for dt, v in roofline.items()}
+    if args.random_init:  # the temporary checkpoint path means nothing once the run is over
+        for row in rows:
+            row["model"] = f"{args.random_init} shape, random weights"
     for row in rows:
         for dt, peak in peaks.items():
             row[f"fraction_of_{dt}_peak"] = round(row["model_tflops_per_s"] * 1e3 / peak, 4)
@@ -610,15 +616,16 @@ def format_report(report: dict[str, Any]) -> str:
                       f"{r['model_tflops_per_s']:.4f}", f"{100 * r['fraction_of_float32_peak']:.1f}",
                       f"{100 * r['fraction_of_bfloat16_peak']:.1f}"])
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    plan, roof = report["plan"], report["roofline_gflops"]
     lines = [f"device: {report['device']}; load average {report['load_average']}",
-             f"plan: {report['plan']['warmup']} warm-up steps, then {report['plan']['repeats']} x "
-             f"{report['plan']['steps']} timed steps (mega-batch = {report['megabatch_steps']} steps); medians",
-             "roofline: " + ", ".join(f"{dt} {report['roofline_gflops']['median'][dt]:.1f} GFLOP/s"
-                                      for dt in ("float32", "bfloat16"))
-             + f" (median of {len(report['roofline_gflops']['float32'])} GEMMs, n={report['roofline_gflops']['gemm_size']})",
+             f"plan: {plan['warmup']} warm-up steps, then {plan['repeats']} x {plan['steps']} timed steps "
+             f"(mega-batch = {report['megabatch_steps']} steps); medians",
+             "roofline: " + ", ".join(f"{dt} {roof['median'][dt]:.1f} GFLOP/s" for dt in ("float32", "bfloat16"))
+             + f" (median of {len(roof['float32'])} GEMMs, n={roof['gemm_size']})",
              f"FLOPs: {report['flop_formula']}", ""]
     for i, row in enumerate(table):
-        lines.append("  ".join(cell.ljust(widths[j]) if j == 0 else cell.rjust(widths[j]) for j, cell in enumerate(row)))
+        cells = [cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells))
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     first = rows[0]
@@ -637,7 +644,8 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     for name, label in (("vs_run_glue", "(a)/(b)"), ("vs_dynamic", "(a)/(c)")):
         if f"real_tokens_{name}" in summary:
             value, target = summary[f"real_tokens_{name}"], TARGETS[name]
-            lines.append(f"real tokens/s {label}: {value:.2f}x (issue #5 target >= {target}x: {verdict(value, target)})")
+            lines.append(f"real tokens/s {label}: {value:.2f}x "
+                         f"(issue #5 target >= {target}x: {verdict(value, target)})")
     if "fraction_of_float32_peak" in summary:
         value = summary["fraction_of_float32_peak"]
         lines.append(f"(a) model FLOP/s on real tokens: {100 * value:.1f}% of the fp32 GEMM roofline "

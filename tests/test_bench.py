@@ -10,13 +10,11 @@ import pytest
 import torch
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from glue_lora.bench import (BatchRecorder, MatmulWeights, flops_of_lengths, harness_trainer, matmul_weights)
+from glue_lora.bench import BatchRecorder, MatmulWeights, flops_of_lengths, harness_trainer, matmul_weights
 from glue_lora.cli import main
 from glue_lora.config import load_config
-from glue_lora.data import load_glue
-from glue_lora.modeling import load_model, load_tokenizer
+from glue_lora.modeling import load_model
 from glue_lora.tasks import get_task
-from glue_lora.train import tokenise
 
 SMALL = ["max_train_samples=64", "max_eval_samples=16", "global_batch_size=8", "max_seq_length=64"]
 
@@ -69,31 +67,20 @@ def test_length_grouped_sampler_covers_each_example_once_per_epoch_and_is_seeded
 @pytest.mark.parametrize("fixture", ["tiny_roberta", "tiny_deberta"])
 def test_dynamic_padding_gives_the_same_logits_as_max_length_padding(fixture, glue_dir, tmp_path, request):
     model_path = request.getfixturevalue(fixture)
-    task = get_task("mrpc")  # sentence pairs (segment ids padded too), all shorter than 128 tokens
-    batches = {}
-    for pad in (False, True):
-        config = load_config(None, ["task=mrpc", f"model={model_path}", f"data_dir={glue_dir}", "max_train_samples=8",
-                                    "max_eval_samples=8", "max_seq_length=128", f"pad_to_max_length={str(pad).lower()}"])
-        tokenizer = load_tokenizer(config)
-        splits, source = load_glue(task, config.data_dir)
-        rows = tokenise(splits, task, tokenizer, config, source)["validation"]
-        built_collator = harness_collator(tokenizer)
+    built, batches = {}, {}
+    for pad in (False, True):  # MRPC: sentence pairs (segment ids padded too), all shorter than 128 tokens
+        built[pad] = harness_trainer(load_config(None, [
+            "task=mrpc", f"model={model_path}", f"data_dir={glue_dir}", f"output_dir={tmp_path / str(pad)}",
+            "max_train_samples=8", "max_eval_samples=8", "max_seq_length=128",
+            f"pad_to_max_length={str(pad).lower()}"]))
+        rows = built[pad].encoded["validation"]
         inputs = [{k: v for k, v in row.items() if k not in ("labels", "length")} for row in rows]
-        batches[pad] = built_collator(inputs)
+        batches[pad] = built[pad].trainer.data_collator(inputs)  # the collator build_trainer gives every run
     assert batches[True]["input_ids"].shape[1] == 128 > batches[False]["input_ids"].shape[1]
-    torch.manual_seed(0)
-    model, _ = load_model(config, task)
-    model.eval()
+    model = built[False].model.eval()  # one model (same weights) for both batches
     with torch.no_grad():
         dynamic, padded = (model(**batches[pad]).logits for pad in (False, True))
     torch.testing.assert_close(dynamic, padded, atol=1e-5, rtol=1e-4)
-
-
-def harness_collator(tokenizer):
-    """The collator `build_trainer` uses (CPU: no pad_to_multiple_of)."""
-    from transformers import DataCollatorWithPadding
-
-    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
 
 
 def test_flop_counter_matches_hand_count(tiny_roberta):
@@ -132,7 +119,8 @@ def test_bench_smoke_prints_table_and_json(tiny_roberta, glue_dir, tmp_path, cap
         assert row["real_tokens_per_s"] <= row["padded_tokens_per_s"]
     by = {row["setting"]: row for row in report["settings"]}
     assert by["run_glue"]["padding_fraction"] > by["ours"]["padding_fraction"]
-    assert by["ours"]["merged_eval"]["metrics_identical"] in (True, False)
+    assert isinstance(by["ours"]["merged_eval"]["metrics_identical"], bool) and by["full"]["merged_eval"] is None
+    assert {"real_tokens_vs_run_glue", "real_tokens_vs_dynamic", "peak_memory"} <= set(report["summary"])
 
 
 def test_bench_rejects_unknown_setting(tmp_path, capsys):
@@ -153,3 +141,15 @@ def test_random_init_shapes_have_the_real_parameter_counts(shape, published):
         model = RobertaModel(config)  # with the pooler, as the published counts are
     # one extra segment embedding row (type_vocab_size 2: the stand-in tokenizer emits segment ids for pairs)
     assert sum(p.numel() for p in model.parameters()) == published + config.hidden_size
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU opt-in path")
+def test_bf16_is_a_single_opt_in_on_cpu():
+    from glue_lora.config import plan_batch
+    from glue_lora.train import training_arguments
+
+    config = load_config(None, ["task=sst2", "model=unused", "training.bf16=true"])
+    args = training_arguments(config, plan_batch(config, 1))  # transformers refuses bf16 on CPU without use_cpu
+    assert args.bf16 and args.use_cpu
+    default = load_config(None, ["task=sst2", "model=unused"])
+    assert not training_arguments(default, plan_batch(default, 1)).bf16  # fp32 unless asked
