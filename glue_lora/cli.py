@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -23,10 +24,14 @@ def setup_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from glue_lora.config import load_config, resolve_init_from
+    from glue_lora.data import require_training_splits
+    from glue_lora.tasks import get_task
     from glue_lora.train import run
 
     # init_from: a config names its MNLI run; fail now, with the command that produces it, if it is missing
-    record = run(resolve_init_from(load_config(args.config, args.overrides)))
+    config = resolve_init_from(load_config(args.config, args.overrides))
+    require_training_splits(get_task(config.task), config.data_dir)  # e.g. QNLI without train.tsv: one line, now
+    record = run(config)
     best, key = record.get("best") or {}, record["primary_metric"]
     if best:
         print(f"best {key} = {best['metrics'][key]:.4f} (step {best['step']}, epoch {best['epoch']:.2f}); "
@@ -44,15 +49,16 @@ def cmd_data(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"glue-lora data takes only data_dir=..., not {', '.join(sorted(unknown))}")
     task = get_task(args.task)
-    splits, source = load_glue(task, options.get("data_dir"))
-    rows = describe_splits(task, splits)
+    data_dir = options.get("data_dir")
+    splits, source = load_glue(task, None if data_dir is None else str(data_dir))
+    rows = describe_splits(task, splits, source)
     if args.format == "json":
         print(json.dumps({"task": task.name, "source": source, "splits": rows}, indent=2))
         return 0
     print(f"{task.name}: {source}")
     for row in rows:
         labels = ", ".join(f"{k} {v}" for k, v in row["labels"].items())
-        print(f"  {row['split']:<22} {row['rows']:>7} rows   {labels}")
+        print(f"  {row['split']:<22} {row['rows']:>7} rows   {labels}   ({row['source']})")
     return 0
 
 
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `glue-lora configs | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- keeps Python's exit-time flush from failing again
+        return 0
 
 
 if __name__ == "__main__":

@@ -140,6 +140,8 @@ def _anchor_init_from(data: dict[str, Any], folder: Path) -> None:
 def deep_merge(base: dict, update: dict) -> dict:
     out = dict(base)
     for key, value in update.items():
+        if value is None and isinstance(out.get(key), dict):
+            continue  # an empty section (`training:` with every line commented out) changes nothing
         out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
@@ -154,7 +156,9 @@ def parse_override(item: str) -> tuple[str, Any]:
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
     *parents, leaf = dotted.split(".")
     for part in parents:
-        tree = tree.setdefault(part, {})
+        if tree.get(part) is None:
+            tree[part] = {}  # absent, or an empty section in the file
+        tree = tree[part]
         if not isinstance(tree, dict):
             raise UsageError(f"override {dotted}: {part} is not a section")
     tree[leaf] = value
@@ -181,6 +185,9 @@ def _normalise(value: Any) -> Any:
 def build_config(raw: dict[str, Any]) -> RunConfig:
     """Turn a merged mapping into a RunConfig, collecting every problem into one UsageError."""
     raw = _normalise(raw)
+    for section in ("training", "model_config"):
+        if section in raw and raw[section] is None:
+            raw[section] = {}  # `training:` with nothing under it is YAML for None
     errors: list[str] = []
     lora_raw = raw.pop("lora", None) or {}
     values = _typed_fields(RunConfig, raw, "", errors, skip={"lora"})
@@ -252,10 +259,14 @@ def _type_name(hint: Any) -> str:
 
 def _check_values(config: RunConfig) -> list[str]:
     errors = []
+    task = config.task.lower().replace("-", "")  # as tasks.get_task spells it
     if not config.task:
         errors.append("task is required (e.g. task=sst2)")
-    elif config.task.lower().replace("-", "") not in TASKS:
+    elif task not in TASKS:
         errors.append(f"unknown task {config.task!r}{closest(config.task, TASKS)} (valid: {', '.join(TASKS)})")
+    elif not TASKS[task].train_split or not TASKS[task].eval_splits:
+        errors.append(f"task={task} has no train and validation splits (a test-only diagnostic set): "
+                      "train on a task that has them (for AX: mnli)")
     if not config.model:
         errors.append("model is required (a hub id such as roberta-base, a local path, or pypi:<package>)")
     if config.method not in METHODS:
@@ -267,6 +278,8 @@ def _check_values(config: RunConfig) -> list[str]:
             errors.append(f"{key}={value} must be positive")
     if config.lora.r <= 0:
         errors.append(f"lora.r={config.lora.r} must be positive")
+    if config.lora.alpha is not None and config.lora.alpha <= 0:
+        errors.append(f"lora.alpha={config.lora.alpha} must be positive (it scales the update; leave it unset for 2*r)")
     if not 0 <= config.lora.dropout < 1:
         errors.append(f"lora.dropout={config.lora.dropout} must be in [0, 1)")
     if config.resume and config.overwrite:
@@ -280,8 +293,12 @@ def _check_training(training: dict[str, Any]) -> list[str]:
     from transformers import TrainingArguments  # heavy import, only when validating
 
     valid = [f.name for f in dataclasses.fields(TrainingArguments) if f.init]
+    hints = typing.get_type_hints(TrainingArguments)
     errors = []
-    for key in training:
+    for key, value in training.items():
+        if key in valid and _is_scalar_hint(hints[key]) and not _type_ok(value, hints[key]):
+            # TrainingArguments takes e.g. learning_rate="abc" without complaint and fails mid-training
+            errors.append(f"training.{key}={value!r} should be {_type_name(hints[key])}")
         if key in MANAGED_TRAINING_KEYS:
             top = MANAGED_TRAINING_KEYS[key]
             errors.append(f"training.{key} is set by the harness" + (f"; use the top-level key {top}" if top else ""))
@@ -290,6 +307,12 @@ def _check_training(training: dict[str, Any]) -> list[str]:
         elif key not in valid:
             errors.append(f"unknown key training.{key}{closest(key, valid)} (a transformers.TrainingArguments field)")
     return errors
+
+
+def _is_scalar_hint(hint: Any) -> bool:
+    """True for int/float/bool fields (optionally | None): the ones whose type we can check exactly."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return all(option in (int, float, bool, type(None)) for option in options)
 
 
 # --- MNLI-init: init_from ------------------------------------------------------------------------------------

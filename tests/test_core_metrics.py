@@ -48,3 +48,16 @@ def test_trainer_metrics_fn_takes_eval_prediction():
     fn = trainer_metrics_fn(get_task("sst2"))
     out = fn(EvalPrediction(predictions=np.array([[0.0, 1.0], [1.0, 0.0]]), label_ids=np.array([1, 1])))
     assert out == {"accuracy": 0.5}
+
+
+def test_three_class_accuracy_by_hand():
+    pred = np.array([0, 1, 2, 2, 1, 0])
+    ref = np.array([0, 1, 1, 2, 0, 0])
+    assert glue_metrics(get_task("mnli"), pred, ref) == {"accuracy": pytest.approx(4 / 6)}
+
+
+def test_constant_regression_predictions_give_nan_pearson():
+    # GLUE's definition (scipy) is undefined here; the record keeps NaN and pick_best never selects it
+    with pytest.warns(Warning):
+        scores = glue_metrics(get_task("stsb"), np.full(4, 2.5), np.array([1.0, 2.0, 3.0, 5.0]))
+    assert math.isnan(scores["pearson"])

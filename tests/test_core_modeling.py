@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from glue_lora.config import load_config
 from glue_lora.errors import UsageError
-from glue_lora.modeling import count_parameters, load_model
+from glue_lora.modeling import count_parameters, load_model, resolve_model_path
 from glue_lora.tasks import get_task
 from tests.conftest import MINILM
 
@@ -60,6 +60,44 @@ def test_regression_head_has_one_output(tiny_roberta):
 def test_unknown_target_module_lists_linear_layers(tiny_roberta):
     with pytest.raises(UsageError, match=r"\['qkv'\] are not linear layers .* its linear layers are: .*query.*value"):
         build(tiny_roberta, "rte", "lora.target_modules=[qkv]")
+
+
+def test_missing_model_directory_is_named_as_such(tmp_path):
+    with pytest.raises(UsageError, match=r"model directory .*/nope does not exist"):
+        resolve_model_path(str(tmp_path / "nope"))
+
+
+def test_dotted_target_suffix_is_accepted_like_peft(tiny_roberta):
+    model, head = build(tiny_roberta, "rte", "lora.target_modules=[attention.self.query]")
+    assert count_parameters(model, head)["adapter"] == 2 * L * 8 * H  # query only: half of query+value
+
+
+def test_unknown_head_module_is_an_error_not_a_frozen_head(tiny_roberta):
+    message = r"lora.modules_to_save \['clasifier'\] are not modules .*top-level modules are: roberta, classifier"
+    with pytest.raises(UsageError, match=message):
+        build(tiny_roberta, "rte", "lora.modules_to_save=[clasifier]")
+
+
+@pytest.mark.parametrize("overrides, scaling", [([], 2.0), (["lora.alpha=8"], 1.0),
+                                                (["lora.scaling=rslora"], 16 / 8 ** 0.5)])
+def test_recorded_scaling_is_what_peft_applies(tiny_roberta, overrides, scaling):
+    config = load_config(None, ["task=rte", f"model={tiny_roberta}", *overrides])
+    model, _ = load_model(config, get_task("rte"))
+    applied = [m.scaling["default"] for m in model.modules() if hasattr(m, "lora_A") and hasattr(m, "scaling")]
+    assert len(applied) == 2 * L and applied == [pytest.approx(scaling)] * len(applied)
+    assert config.lora.effective_scaling == pytest.approx(scaling)
+
+
+def test_model_config_reaches_the_model_even_when_the_config_class_lacks_the_key(tiny_deberta, caplog):
+    # DeBERTa reads cls_dropout with getattr; AutoConfig.from_pretrained(cls_dropout=...) would drop it silently
+    model, _ = build(tiny_deberta, "rte", "model_config.cls_dropout=0.15", "model_config.hidden_dropout_prob=0.0",
+                     "model_config.hiden_dropout_prob=0.3")
+    base = model.get_base_model()
+    assert base.config.cls_dropout == 0.15 and base.dropout.p == 0.15
+    assert base.config.hidden_dropout_prob == 0.0
+    warnings = [r.getMessage() for r in caplog.records if "is not a field" in r.getMessage()]
+    assert len(warnings) == 1 and "model_config.hiden_dropout_prob is not a field of DebertaV2Config" in warnings[0]
+    assert "did you mean: hidden_dropout_prob" in warnings[0]
 
 
 @pytest.mark.parametrize("fixture", ["tiny_roberta", "tiny_deberta"])

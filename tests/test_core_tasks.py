@@ -42,6 +42,27 @@ def test_two_metric_tasks():
 def test_ax_is_test_only():
     ax = get_task("ax")
     assert ax.splits == ("test",) and ax.eval_splits == ()
+    # predicted with an MNLI model, so it shares MNLI's columns and label ids
+    assert ax.text_columns == ("premise", "hypothesis") and ax.label_names == get_task("mnli").label_names
+
+
+@pytest.mark.parametrize("name, columns", [
+    ("cola", ("sentence",)), ("sst2", ("sentence",)), ("mrpc", ("sentence1", "sentence2")),
+    ("stsb", ("sentence1", "sentence2")), ("qqp", ("question1", "question2")), ("mnli", ("premise", "hypothesis")),
+    ("qnli", ("question", "sentence")), ("rte", ("sentence1", "sentence2")), ("wnli", ("sentence1", "sentence2")),
+    ("ax", ("premise", "hypothesis")),
+])
+def test_text_columns_are_the_hub_names(name, columns):
+    assert get_task(name).text_columns == columns
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_every_split_has_a_tsv_layout_that_names_every_column(name):
+    task = TASKS[name]
+    assert set(task.tsv) == set(task.splits)
+    for split, layout in task.tsv.items():
+        labelled = split not in task.test_splits
+        assert set(layout.columns) == set(task.text_columns) | ({"label"} if labelled else set())
 
 
 def test_aliases_and_unknown_task():

