@@ -24,14 +24,10 @@ def setup_logging() -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from glue_lora.config import load_config, resolve_init_from
-    from glue_lora.data import require_training_splits
-    from glue_lora.tasks import get_task
     from glue_lora.train import run
 
     # init_from: a config names its MNLI run; fail now, with the command that produces it, if it is missing
-    config = resolve_init_from(load_config(args.config, args.overrides))
-    require_training_splits(get_task(config.task), config.data_dir)  # e.g. QNLI without train.tsv: one line, now
-    record = run(config)
+    record = run(resolve_init_from(load_config(args.config, args.overrides)))
     best, key = record.get("best") or {}, record["primary_metric"]
     if best:
         print(f"best {key} = {best['metrics'][key]:.4f} (step {best['step']}, epoch {best['epoch']:.2f}); "

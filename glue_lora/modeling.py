@@ -214,7 +214,11 @@ def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | Non
         raise UsageError(f"init_from={run_dir}: no model.safetensors there; train that run first with method=full")
     head = set(family_of(model.config.model_type).head) - set(modules)
     state = {k: v for k, v in load_file(full).items() if k.split(".")[0] not in head}
-    model.load_state_dict(state, strict=False)
+    # strict=False because the task head is left out on purpose; a tensor this model lacks must still fail,
+    # or a run from another architecture would "load" N tensors and change nothing
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise UsageError(f"init_from={run_dir}: {len(unexpected)} tensors do not fit this model, e.g. {unexpected[0]}")
     return sorted(state)
 
 

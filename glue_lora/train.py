@@ -22,7 +22,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 from transformers.trainer_utils import get_last_checkpoint
 
 from glue_lora.config import BatchPlan, RunConfig, plan_batch
-from glue_lora.data import load_glue
+from glue_lora.data import load_glue, require_training_splits
 from glue_lora.errors import UsageError
 from glue_lora.metrics import trainer_metrics_fn
 from glue_lora.modeling import count_parameters, init_from_run, load_model, load_tokenizer
@@ -37,6 +37,7 @@ CACHE_DIR = Path(os.environ.get("GLUE_LORA_CACHE", Path.home() / ".cache" / "glu
 def run(config: RunConfig) -> dict[str, Any]:
     """Train and evaluate one run; returns the results record (also written to `<run_dir>/results.json`)."""
     task = get_task(config.task)
+    require_training_splits(task, config.data_dir)  # before any model loads: one clear line
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     plan = plan_batch(config, world_size)
     args = training_arguments(config, plan)
@@ -223,7 +224,8 @@ def new_record(config: RunConfig, task: TaskSpec, plan: BatchPlan, args: Trainin
 
 def log_plan(config: RunConfig, args: TrainingArguments, n_train: int, record: dict) -> None:
     batches = math.ceil(n_train / (args.per_device_train_batch_size * args.world_size))
-    per_epoch = max(1, batches // args.gradient_accumulation_steps)
+    # Trainer counts a last partial accumulation window as a step (ceil), so the plan must too
+    per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
     total = args.max_steps if args.max_steps > 0 else math.ceil(per_epoch * args.num_train_epochs)
     record["batch"].update(total_steps=total, warmup_steps=args.get_warmup_steps(total))
     log.info("config:\n%s", yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -14,12 +14,14 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, DebertaV2Config, RobertaConfig
 
 from glue_lora import cli
-from glue_lora.config import (RunConfig, config_dependencies, init_run_dir, load_config, resolve_init_from)
+from glue_lora.config import (RunConfig, config_dependencies, init_run_dir, load_config, plan_batch,
+                               resolve_init_from)
 from glue_lora.errors import UsageError
 from glue_lora.modeling import FAMILIES, add_lora, count_parameters, head_modules, init_from_run, load_model
 from glue_lora.results import write_json_atomic
 from glue_lora.sweep import load_sweep, plan_sweep
 from glue_lora.tasks import get_task
+from glue_lora.train import training_arguments
 from tests.conftest import REPO
 
 CONFIGS = REPO / "configs"
@@ -78,6 +80,8 @@ ROBERTA_LARGE = {  # current scripts, 8 GPUs; warmup ratio 0.06, wd 0.1
     "mnli": (32, 4, 3e-4, 10, 128), "sst2": (64, 8, 4e-4, 10, 512), "mrpc": (32, 4, 3e-4, 20, 512),
     "cola": (32, 4, 3e-4, 20, 128), "qnli": (32, 4, 2e-4, 10, 512), "qqp": (32, 4, 3e-4, 20, 512),
     "rte": (64, 8, 4e-4, 20, 512), "stsb": (32, 4, 3e-4, 10, 128)}
+# processes each script launched (--nproc_per_node): global batch = per-device x this, no accumulation
+SCRIPT_GPUS = {"roberta-base": {"cola": 2}, "roberta-large": {}, "deberta-v2-xxlarge": {}}  # others: 8
 DEBERTA = {  # 8 GPUs
     "mnli": (64, 8, 1e-4, 5, 256, 1000, 0.0, 0.15, 500), "sst2": (64, 8, 6e-5, 16, 128, 1000, 0.01, 0.0, 100),
     "mrpc": (256, 32, 2e-4, 30, 128, 0.1, 0.01, 0.0, 10), "cola": (32, 4, 1.3e-4, 10, 64, 100, 0.0, 0.1, 20),
@@ -96,6 +100,7 @@ def expected_lora(model_dir: str, task: str) -> dict:
         glob, dev, lr, ep, seq, warmup, wd, cls, every = DEBERTA[task]
         row = dict(seq=seq, warmup=warmup, wd=wd, r=16, alpha=32.0, targets=["query_proj", "value_proj"],
                    cls_dropout=cls, eval_steps=every)
+    assert glob == dev * SCRIPT_GPUS[model_dir].get(task, 8), "transcription: global != per-device x GPUs"
     return dict(row, model=MODELS[model_dir], glob=glob, dev=dev, lr=lr, epochs=ep, init=task in MNLI_INIT)
 
 
@@ -126,31 +131,104 @@ def test_lora_configs_equal_the_launch_scripts(model_dir, task):
     expected_deps = [path.parent / "mnli.yaml"] if want["init"] else []
     assert config_dependencies(path) == expected_deps
 
+    # what Trainer gets on one process: the script's global batch through accumulation, and checkpoints
+    # saved at the evaluation cadence (every epoch for RoBERTa, every N steps for DeBERTa)
+    args = training_arguments(config, plan_batch(config, 1))
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == want["glob"]
+    assert args.per_device_train_batch_size <= want["dev"]
+    cadence = ("steps", want["eval_steps"]) if "eval_steps" in want else ("epoch", None)
+    assert (args.eval_strategy, args.save_strategy) == (cadence[0], cadence[0])
+    if cadence[1]:
+        assert args.eval_steps == args.save_steps == cadence[1]
+
+
+# Reference table 1.5: every value the scripts set differently from the paper's appendix, with the paper's value
+# as its comment must quote it. file (under configs/), key, paper value.
+PAPER_DIFFERS = [
+    ("roberta-base/base.yaml", "alpha", "8"),
+    ("deberta-v2-xxlarge/base.yaml", "r", "8"), ("deberta-v2-xxlarge/base.yaml", "alpha", "8"),
+    *[(f"{m}/lora/{t}.yaml", "global_batch_size", "per-device") for m in MODELS for t in TASKS
+      if (m, t) not in {("roberta-large", "sst2"), ("roberta-large", "stsb")}],
+    *[("roberta-large/lora/sst2.yaml", key, paper) for key, paper in
+      (("global_batch_size", "4"), ("max_seq_length", "128"), ("per_device_train_batch_size", "4"))],
+    ("roberta-large/lora/cola.yaml", "learning_rate", "2e-4"),
+    *[("roberta-large/lora/stsb.yaml", key, paper) for key, paper in
+      (("global_batch_size", "8"), ("max_seq_length", "512"), ("per_device_train_batch_size", "8"),
+       ("learning_rate", "2e-4"), ("num_train_epochs", "30"))],
+    *[(f"deberta-v2-xxlarge/lora/{t}.yaml", "warmup_steps", "0.1") for t in TASKS if t != "mrpc"],
+    ("deberta-v2-xxlarge/lora/cola.yaml", "learning_rate", "1.0e-4"),
+    ("deberta-v2-xxlarge/lora/rte.yaml", "learning_rate", "2.0e-4"),
+]
+EVIDENCE = ("agree", "determinable", "cannot tell", "reproduces")  # which side the released artifacts support
+
+
+@pytest.mark.parametrize("file, key, paper", PAPER_DIFFERS, ids=lambda v: str(v))
+def test_values_that_differ_from_the_paper_say_so(file, key, paper):
+    lines = [line for line in (CONFIGS / file).read_text().splitlines() if line.strip().startswith(f"{key}:")]
+    assert len(lines) == 1, f"{file}: {key} is not set in this file"
+    comment = lines[0].partition("#")[2]
+    assert "paper" in comment and paper in comment, f"{file}: {key} needs the paper's value ({paper}) in its comment"
+    assert any(word in comment for word in EVIDENCE), f"{file}: {key}: which side do the checkpoints support?"
+
 
 @pytest.mark.parametrize("task", TASKS)
 def test_dagger_variant_is_table_9_dagger_row(task):
     config = load_config(CONFIGS / "roberta-large" / "lora-dagger" / f"{task}.yaml")
     assert config.init_from is None and config.max_seq_length == 128
     assert config.training["per_device_train_batch_size"] == 4 and config.global_batch_size == 32
+    base = (CONFIGS / "roberta-large" / "lora-dagger" / "base.yaml").read_text()
+    assert "per device x 8 GPUs" in base and "global_batch_size=4" in base  # the reading is explained, and the other
     dagger = {"mnli": (3e-4, 10), "sst2": (4e-4, 10), "mrpc": (3e-4, 20), "cola": (2e-4, 20), "qnli": (2e-4, 10),
               "qqp": (3e-4, 20), "rte": (4e-4, 20), "stsb": (2e-4, 10)}[task]
     assert (config.training["learning_rate"], config.training["num_train_epochs"]) == pytest.approx(dagger)
 
 
+# The grid's documented defaults: fairseq examples/roberta/README.glue.md, task: (lr, batch)
+FAIRSEQ_ROBERTA = {"mnli": (1e-5, 32), "qnli": (1e-5, 32), "qqp": (1e-5, 32), "rte": (2e-5, 16), "sst2": (1e-5, 32),
+                   "mrpc": (1e-5, 16), "cola": (1e-5, 16), "stsb": (2e-5, 16)}
+# microsoft/DeBERTa experiments/glue/<task>.sh, xxlarge-v2 case (MRPC/RTE/STS-B: xxlarge-v2-mnli):
+# task: (batch, lr, epochs, warmup steps, cls_drop_out, max_seq_len)
+DEBERTA_FULL = {
+    "mnli": (64, 3e-6, 3, 1000, 0.3, 256), "sst2": (32, 3e-6, 6, 500, 0.2, 128), "mrpc": (32, 2e-6, 6, 50, 0.2, 128),
+    "cola": (32, 2.5e-6, 10, 100, 0.2, 64), "qnli": (64, 3e-6, 4, 500, 0.2, 512), "qqp": (64, 3e-6, 10, 1000, 0.2, 320),
+    "rte": (48, 3e-6, 6, 100, 0.2, 320), "stsb": (32, 3e-6, 4, 100, 0.2, 128)}
+
+
 @pytest.mark.parametrize("model_dir", MODELS)
 @pytest.mark.parametrize("task", TASKS)
 def test_full_baselines(model_dir, task):
-    config = load_config(CONFIGS / model_dir / "full" / f"{task}.yaml")
+    path = CONFIGS / model_dir / "full" / f"{task}.yaml"
+    config = load_config(path)
+    training = config.training
     assert config.method == "full" and config.model == MODELS[model_dir] and config.task == task
-    lr = config.training["learning_rate"]
     if model_dir.startswith("roberta"):  # the RoBERTa recipe: 10 epochs, 6 % warmup, wd 0.1, lr/batch from the grid
-        assert config.training["num_train_epochs"] == 10 and config.training["warmup_steps"] == 0.06
-        assert config.training["weight_decay"] == 0.1
-        assert lr in (1e-5, 2e-5, 3e-5) and config.global_batch_size in (16, 32)
+        assert training["num_train_epochs"] == 10 and training["warmup_steps"] == 0.06
+        assert training["weight_decay"] == 0.1 and training["eval_strategy"] == "epoch"
+        assert (training["learning_rate"], config.global_batch_size) == FAIRSEQ_ROBERTA[task]
         assert bool(config.init_from) == (model_dir == "roberta-large" and task in MNLI_INIT)
+        # the file says the values are picks from a grid, and the base says it is a sweep
+        assert "from {1e-5, 2e-5, 3e-5}" in path.read_text() and "from {16, 32}" in path.read_text()
+        assert "SWEEP" in (path.parent / "base.yaml").read_text()
     else:
-        assert config.max_seq_length == DEBERTA[task][4] and lr < 1e-5
+        batch, lr, epochs, warmup, cls_dropout, seq = DEBERTA_FULL[task]
+        assert config.global_batch_size == batch
+        assert (training["learning_rate"], training["num_train_epochs"]) == (lr, epochs)
+        assert training["warmup_steps"] == warmup and type(training["warmup_steps"]) is int  # steps, as --warmup
+        assert config.model_config == {"cls_dropout": cls_dropout} and config.max_seq_length == seq == DEBERTA[task][4]
+        assert training["weight_decay"] == 0.01 and training["eval_steps"] == DEBERTA[task][8]
         assert bool(config.init_from) == (task in MNLI_INIT)
+        assert "uncertain" in (path.parent / "base.yaml").read_text()  # He et al.'s values are not in our sources
+
+
+@pytest.mark.parametrize("topology", sorted((CONFIGS / "accelerate").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_paper_config_runs_on_every_shipped_topology(topology):
+    """global_batch_size must divide by the process count, or the run refuses to start."""
+    processes = yaml.safe_load(topology.read_text())["num_processes"]
+    for path in sorted(CONFIGS.glob("*/*/*.yaml")):
+        if path.parts[-3] in MODELS and path.name != "base.yaml":
+            config = load_config(path)
+            plan = plan_batch(config, processes)
+            assert plan.global_batch == config.global_batch_size, path
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -220,8 +298,26 @@ def train_fake_mnli(config: RunConfig) -> dict[str, torch.Tensor]:
     return load_file(config.run_dir / "adapter_model.safetensors")
 
 
-@pytest.mark.parametrize("fixture, carried", [("tiny_roberta", set()), ("tiny_deberta", {"pooler"})])
-def test_mnli_init_loads_exactly_the_family_default(fixture, carried, request, tmp_path):
+def lora_names(backbone: str, targets: tuple[str, ...]) -> set[str]:
+    """The adapter tensors of the 2-layer tiny models, as PEFT saves them."""
+    return {f"base_model.model.{backbone}.encoder.layer.{i}.attention.self.{t}.{ab}.weight"
+            for i in range(2) for t in targets for ab in ("lora_A", "lora_B")}
+
+
+# reference 7.6: RoBERTa carries LoRA A/B only (classifier.dense and out_proj stay fresh); DeBERTa carries LoRA A/B
+# and the MNLI-trained pooler, never the 3-label classifier
+MNLI_INIT_TENSORS = {
+    "tiny_roberta": (lora_names("roberta", ("query", "value")),
+                     {"base_model.model.classifier.dense.weight", "base_model.model.classifier.dense.bias",
+                      "base_model.model.classifier.out_proj.weight", "base_model.model.classifier.out_proj.bias"}),
+    "tiny_deberta": (lora_names("deberta", ("query_proj", "value_proj"))
+                     | {"base_model.model.pooler.dense.weight", "base_model.model.pooler.dense.bias"},
+                     {"base_model.model.classifier.weight", "base_model.model.classifier.bias"}),
+}
+
+
+@pytest.mark.parametrize("fixture", MNLI_INIT_TENSORS)
+def test_mnli_init_loads_exactly_the_family_default(fixture, request, tmp_path):
     rte_yaml = write_pair(tmp_path / "configs", request.getfixturevalue(fixture))
     rte = load_config(rte_yaml, ["seed=3", f"output_dir={tmp_path / 'runs' / 'rte-s3'}"])
     mnli_dir = init_run_dir(rte)
@@ -235,9 +331,9 @@ def test_mnli_init_loads_exactly_the_family_default(fixture, carried, request, t
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     loaded = init_from_run(model, resolved.init_from, resolved.init_modules)
 
-    lora = {k for k in saved if ".lora_A." in k or ".lora_B." in k}
-    head = {k for k in saved if any(f".{m}." in k for m in carried)}
-    assert set(loaded) == lora | head and lora  # nothing else, e.g. never the 3-label classifier
+    carried, not_carried = MNLI_INIT_TENSORS[fixture]
+    assert carried | not_carried <= set(saved)  # the MNLI run saved both; only `carried` may come over
+    assert set(loaded) == carried
     after = dict(model.named_parameters())
     for name, param in after.items():
         key = name.replace(".modules_to_save.default", "").replace(".default", "")
@@ -262,13 +358,35 @@ def test_mnli_then_rte_through_the_cli(tiny_deberta, glue_dir, tmp_path, monkeyp
     assert record["init_from"]["run"].endswith("--mnli--s5") and record["init_from"]["tensors"] > 0
 
 
-def test_full_finetuning_mnli_init_skips_the_head(tiny_roberta, tmp_path):
-    mnli = load_config(None, ["task=mnli", f"model={tiny_roberta}", "method=full", f"output_dir={tmp_path / 'm'}"])
+@pytest.mark.parametrize("fixture, carried_head", [("tiny_roberta", set()), ("tiny_deberta", {"pooler"})])
+def test_full_finetuning_mnli_init_skips_the_head(fixture, carried_head, request, tmp_path):
+    """A full run carries every saved tensor except the classifier (and, for DeBERTa, keeps the pooler)."""
+    tiny = request.getfixturevalue(fixture)
+    mnli = load_config(None, ["task=mnli", f"model={tiny}", "method=full", f"output_dir={tmp_path / 'm'}"])
     model, _ = load_model(mnli, get_task("mnli"))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param))  # "trained": every tensor differs from a fresh load
     model.save_pretrained(str(tmp_path / "m"))
-    rte, _ = load_model(load_config(None, ["task=rte", f"model={tiny_roberta}", "method=full"]), get_task("rte"))
+    saved = load_file(tmp_path / "m" / "model.safetensors")
+
+    rte, _ = load_model(load_config(None, ["task=rte", f"model={tiny}", "method=full"]), get_task("rte"))
+    before = {n: p.detach().clone() for n, p in rte.named_parameters()}
     loaded = init_from_run(rte, str(tmp_path / "m"))
-    assert loaded and not any(name.startswith("classifier.") for name in loaded)
+    assert set(loaded) == {k for k in saved if not k.startswith("classifier.")}
+    assert {k.split(".")[0] for k in loaded} == {rte.base_model_prefix} | carried_head
+    for name, param in rte.named_parameters():
+        expected = saved[name] if name in loaded else before[name]
+        assert torch.equal(param, expected), name
+    assert any(name.startswith("classifier.") for name in before)  # the fresh head exists and was skipped
+
+
+def test_init_from_a_run_of_another_architecture_fails(tiny_roberta, tiny_deberta, tmp_path):
+    mnli = load_config(None, ["task=mnli", f"model={tiny_roberta}", "method=full"])
+    load_model(mnli, get_task("mnli"))[0].save_pretrained(str(tmp_path / "m"))
+    rte, _ = load_model(load_config(None, ["task=rte", f"model={tiny_deberta}", "method=full"]), get_task("rte"))
+    with pytest.raises(UsageError, match="tensors do not fit this model"):
+        init_from_run(rte, str(tmp_path / "m"))
 
 
 def test_missing_mnli_run_is_one_line_naming_the_command(tmp_path, monkeypatch):
