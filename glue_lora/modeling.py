@@ -183,6 +183,17 @@ def count_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
     return counts
 
 
+def head_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
+    """Trainable parameters per head module (e.g. {"classifier": 770, "pooler": 147840}), for the record."""
+    counts = dict.fromkeys(head, 0)
+    for name, param in model.named_parameters():
+        parts = name.split(".")
+        module = next((m for m in head if m in parts), None)
+        if module and param.requires_grad and "original_module" not in parts:
+            counts[module] += param.numel()
+    return counts
+
+
 def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | None = None) -> list[str]:
     """Copy trained weights from an earlier run (e.g. MNLI-init); returns the loaded tensor names.
 

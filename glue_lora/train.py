@@ -25,7 +25,7 @@ from glue_lora.config import BatchPlan, RunConfig, plan_batch
 from glue_lora.data import load_glue, require_training_splits
 from glue_lora.errors import UsageError
 from glue_lora.metrics import trainer_metrics_fn
-from glue_lora.modeling import count_parameters, init_from_run, load_model, load_tokenizer
+from glue_lora.modeling import count_parameters, head_parameters, init_from_run, load_model, load_tokenizer
 from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
                                summarise_evals, versions, write_json_atomic)
 from glue_lora.tasks import TaskSpec, get_task
@@ -69,7 +69,7 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
     if config.init_from:
         record["init_from"] = {"run": config.init_from, "tensors": len(init_from_run(model, config.init_from, config.init_modules))}
     record["params"] = count_parameters(model, head)
-    record["head_modules"] = head
+    record["head_modules"] = head_parameters(model, head)  # which modules train as the head, and their sizes
     log_plan(config, args, len(encoded["train"]), record)
     trainer = build_trainer(config, task, args, model, tokenizer, encoded, record)
     resume = get_last_checkpoint(str(args.output_dir)) if config.resume and Path(args.output_dir).is_dir() else None
@@ -232,7 +232,7 @@ def log_plan(config: RunConfig, args: TrainingArguments, n_train: int, record: d
     log.info("global batch %d = %d per device x %d accumulation x %d processes; %d optimizer steps, %d warmup",
              record["batch"]["global"], args.per_device_train_batch_size, args.gradient_accumulation_steps,
              args.world_size, total, record["batch"]["warmup_steps"])
-    log.info("parameters: %s", record["params"])
+    log.info("parameters: %s; head: %s", record["params"], record["head_modules"])
 
 
 def finish_record(record: dict, trainer: Trainer, task: TaskSpec, train_metrics: dict,

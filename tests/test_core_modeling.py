@@ -7,7 +7,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from glue_lora.config import load_config
 from glue_lora.errors import UsageError
-from glue_lora.modeling import count_parameters, load_model, resolve_model_path
+from glue_lora.modeling import count_parameters, head_parameters, load_model, resolve_model_path
 from glue_lora.tasks import get_task
 from tests.conftest import MINILM
 
@@ -25,6 +25,16 @@ def test_minilm_lora_r8_counts_match_the_formula():
     assert counts["adapter"] == 4 * 6 * 8 * 384 == 73_728
     assert counts["head"] == 384 * 2 + 2 == 770
     assert counts["other"] == 0 and counts["trainable"] == 73_728 + 770
+    assert head_parameters(model, head) == {"classifier": 770}
+
+
+def test_minilm_proxy_head_adds_the_pooler():
+    # configs/minilm/base.yaml trains BERT's pooler too (its checkpoint's pooler is stale; see that file)
+    model, head = build(MINILM, "mrpc", "lora.modules_to_save=[classifier,pooler]")
+    counts = count_parameters(model, head)
+    assert counts["adapter"] == 73_728
+    assert head_parameters(model, head) == {"classifier": 770, "pooler": 384 * 384 + 384}
+    assert counts["head"] == 770 + 147_840 and counts["trainable"] == 73_728 + 770 + 147_840
 
 
 @pytest.mark.parametrize("fixture, head_params", [
