@@ -109,19 +109,26 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
     return build_config(raw)
 
 
-def read_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Load `path`, merging it over the file(s) it `extends` (paths relative to the file)."""
-    path = path.resolve()
-    if path in _seen:
-        raise UsageError(f"config {path} extends itself through {' -> '.join(map(str, _seen))}")
+def read_yaml_mapping(path: Path, what: str, where: str, shape: str) -> dict:
+    """Parse a YAML file that must hold a mapping (a config, a sweep); every problem is a one-line UsageError."""
     if not path.is_file():
-        raise UsageError(f"config file not found: {path}; list the shipped ones with `glue-lora configs`")
+        raise UsageError(f"{what} not found: {path}; {where}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
     if not isinstance(data, dict):
-        raise UsageError(f"{path}: a config must be a mapping of keys to values")
+        raise UsageError(f"{path}: {shape}")
+    return data
+
+
+def read_yaml_tree(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Load `path`, merging it over the file(s) it `extends` (paths relative to the file)."""
+    path = path.resolve()
+    if path in _seen:
+        raise UsageError(f"config {path} extends itself through {' -> '.join(map(str, _seen))}")
+    data = read_yaml_mapping(path, "config file", "list the shipped ones with `glue-lora configs`",
+                             "a config must be a mapping of keys to values")
     _anchor_init_from(data, path.parent)
     parents = data.pop("extends", None) or []
     merged: dict[str, Any] = {}

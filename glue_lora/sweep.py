@@ -44,7 +44,7 @@ from typing import Any
 
 import yaml
 
-from glue_lora.config import RunConfig, config_dependencies, load_config, parse_override
+from glue_lora.config import RunConfig, config_dependencies, load_config, parse_override, read_yaml_mapping
 from glue_lora.errors import UsageError, closest
 
 log = logging.getLogger(__name__)
@@ -77,14 +77,8 @@ class SweepSpec:
 def load_sweep(path: str | os.PathLike, output_root: str | None = None) -> SweepSpec:
     """Read and check a sweep file; every problem is a one-line UsageError."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"sweep file not found: {path}; the shipped ones are in configs/sweeps/")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
+    data = read_yaml_mapping(path, "sweep file", "the shipped ones are in configs/sweeps/",
+                             f"a sweep file is a mapping with keys {', '.join(SWEEP_KEYS)}")
     for key in data:
         if key not in SWEEP_KEYS:
             raise UsageError(f"{path}: unknown key {key!r}{closest(key, SWEEP_KEYS)} (valid: {', '.join(SWEEP_KEYS)})")
