@@ -268,10 +268,15 @@ def test_stopping_the_sweep_stops_its_runs(configs, tmp_path):
         return process.wait()
 
     runs = plan_sweep(load_sweep(sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../lora/mnli.yaml"])))
+    # A shell starts background jobs with SIGINT ignored (`make test &`); Ctrl-C's default is what is tested
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # as Ctrl-C does
     started = time.time()
-    with pytest.raises(KeyboardInterrupt):
-        execute(runs, jobs=2, runner=sleeper, cpus=2, gpus=[])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            execute(runs, jobs=2, runner=sleeper, cpus=2, gpus=[])
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.time() - started < 30
     assert len(children) == 2 and all(p.poll() is not None for p in children)
 
