@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from glue_lora.errors import UsageError, closest
-from glue_lora.tasks import TASKS
+from glue_lora.tasks import TASKS, task_key
 
 METHODS = ("lora", "full")
 SCALINGS = ("alpha/r", "rslora")
@@ -266,7 +266,7 @@ def _type_name(hint: Any) -> str:
 
 def _check_values(config: RunConfig) -> list[str]:
     errors = []
-    task = config.task.lower().replace("-", "")  # as tasks.get_task spells it
+    task = task_key(config.task)
     if not config.task:
         errors.append("task is required (e.g. task=sst2)")
     elif task not in TASKS:

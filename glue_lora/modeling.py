@@ -178,18 +178,23 @@ def count_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
             continue
         counts["trainable"] += param.numel()
         parts = name.split(".")
-        kind = "adapter" if "lora_A" in parts or "lora_B" in parts else "head" if set(parts) & set(head) else "other"
+        is_lora = "lora_A" in parts or "lora_B" in parts
+        kind = "adapter" if is_lora else "head" if _head_module(parts, head) else "other"
         counts[kind] += param.numel()
     return counts
+
+
+def _head_module(parts: list[str], head: list[str]) -> str | None:
+    """The head module a parameter (its dotted name, split) belongs to, if any."""
+    return next((module for module in head if module in parts), None)
 
 
 def head_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
     """Trainable parameters per head module (e.g. {"classifier": 770, "pooler": 147840}), for the record."""
     counts = dict.fromkeys(head, 0)
     for name, param in model.named_parameters():
-        parts = name.split(".")
-        module = next((m for m in head if m in parts), None)
-        if module and param.requires_grad and "original_module" not in parts:
+        module = _head_module(name.split("."), head)
+        if module and param.requires_grad and "original_module" not in name:
             counts[module] += param.numel()
     return counts
 

@@ -131,9 +131,14 @@ TASKS: dict[str, TaskSpec] = {
 }
 
 
+def task_key(name: str) -> str:
+    """A task name as the registry spells it: case-insensitive, `sst-2`/`sts-b` accepted."""
+    return name.lower().replace("-", "")
+
+
 def get_task(name: str) -> TaskSpec:
     """Look a task up by its `nyu-mll/glue` config name (case-insensitive; `sst-2`/`sts-b` accepted)."""
-    key = name.lower().replace("-", "")
+    key = task_key(name)
     if key not in TASKS:
         raise UsageError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}{closest(name, TASKS)}")
     return TASKS[key]
