@@ -487,7 +487,8 @@ def main(args: argparse.Namespace) -> int:
 
     from glue_lora.config import load_config, plan_batch
     from glue_lora.errors import UsageError
-    from glue_lora.results import machine, versions, write_json_atomic
+    from glue_lora.record import write_json_atomic
+    from glue_lora.results import machine, versions
 
     if min(args.steps, args.warmup, args.repeats, args.gemm_repeats) < 1:
         raise UsageError("--steps, --warmup, --repeats and --gemm-repeats must be at least 1")

@@ -378,12 +378,12 @@ def resolve_init_from(config: RunConfig) -> RunConfig:
 
     Call before training: it fails in a second, before any model or data is loaded.
     """
-    from glue_lora.results import read_results  # imports torch: only when a run is about to start
+    from glue_lora.record import read_record
 
     run_dir = init_run_dir(config)
     if run_dir is None:
         return config
-    status = (read_results(run_dir) or {}).get("status")
+    status = (read_record(run_dir) or {}).get("status")
     if status == "success":
         return dataclasses.replace(config, init_from=str(run_dir))
     state = f"holds a {status} run" if status else "holds no run"

@@ -23,7 +23,7 @@ import pandas as pd
 
 from glue_lora import paper
 from glue_lora.errors import UsageError
-from glue_lora.results import RESULTS_FILE
+from glue_lora.record import RESULTS_FILE, Malformed, load_record
 from glue_lora.sweep import format_value
 
 log = logging.getLogger(__name__)
@@ -39,36 +39,34 @@ METHOD_LABEL = {"lora": "LoRA", "full": "FT"}
 
 # --- reading ------------------------------------------------------------------------------------------------
 
-def load_records(runs_dir: Path) -> list[tuple[Path, dict[str, Any] | None]]:
-    """(path, record) for every results.json below `runs_dir`; None for a file that is not valid JSON."""
+def load_records(runs_dir: Path) -> list[tuple[Path, dict[str, Any] | Malformed]]:
+    """(path, record) for every results.json below `runs_dir`; a Malformed (saying why) for a file that is
+    not a run record, so it is listed apart instead of crashing the report."""
     if not runs_dir.is_dir():
         raise UsageError(f"{runs_dir} is not a directory; pass the folder a sweep wrote its runs to")
-    found = []
-    for path in sorted(runs_dir.rglob(RESULTS_FILE)):
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            data = None
-        found.append((path, data if isinstance(data, dict) else None))
+    found = [(path, load_record(path)) for path in sorted(runs_dir.rglob(RESULTS_FILE))]
+    found = [(path, data) for path, data in found if data is not None]  # vanished since the listing
     if not found:
         raise UsageError(f"no {RESULTS_FILE} under {runs_dir}; run a sweep first (glue-lora sweep SWEEP.yaml)")
     return found
 
 
-def problem(record: dict[str, Any] | None) -> str | None:
+def problem(record: dict[str, Any] | Malformed) -> str | None:
     """Why a record cannot be averaged in, or None when it can."""
-    if record is None:
-        return "unreadable results.json (not a JSON object)"
+    if isinstance(record, Malformed):
+        return str(record)
     if record.get("status") == "running":
         return "status running: not finished (still going, or stopped before it could record an outcome)"
     if record.get("status") != "success":
-        return f"status {record.get('status')}" + (f": {record['error'][:120]}" if record.get("error") else "")
+        return f"status {record.get('status')}" + (f": {str(record['error'])[:120]}" if record.get("error") else "")
     missing = [key for key in ("task", "model", "method", "seed", "primary_metric") if key not in record]
     if missing:
         return f"not a glue-lora run record (no {', '.join(missing)})"
     best = record.get("best") or {}
     if record.get("primary_metric") not in best.get("metrics", {}):
         return "no evaluation of the primary metric"
+    if not isinstance(best["metrics"][record["primary_metric"]], (int, float)):
+        return "the best primary metric is not a number"
     return None
 
 
@@ -600,9 +598,11 @@ def _save(fig, path: Path) -> Path:
 
 def build_report(runs_dir: Path, out: Path, title: str | None = None) -> dict[str, Any]:
     """Read, aggregate, write report.md, results.csv and plots/*.png; returns what was computed (for tests)."""
-    records = load_records(runs_dir)
-    bad = [(p, r, why) for p, r in records if (why := problem(r))]
-    good = [(p, r) for p, r in records if problem(r) is None]
+    loaded = load_records(runs_dir)
+    reasons = {p: problem(r) for p, r in loaded}
+    records = [(p, r if isinstance(r, dict) else None) for p, r in loaded]  # a malformed one is listed apart
+    bad = [(p, r, reasons[p]) for p, r in records if reasons[p]]
+    good = [(p, r) for p, r in records if reasons[p] is None]
     out.mkdir(parents=True, exist_ok=True)
     if not good:
         (out / "report.md").write_text(f"# {title or runs_dir.name}\n\nNo finished runs.\n\n"

@@ -1,46 +1,28 @@
-"""The results record: one self-describing `results.json` per run, always written atomically."""
+"""What goes into a results record: versions, machine, memory, evaluation summaries and the best one."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
 import resource
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 
-RESULTS_FILE = "results.json"
+# The record's shape, reading and writing live in glue_lora.record (torch-free); re-exported here for callers.
+from glue_lora.record import RESULTS_FILE, read_record, write_json_atomic  # noqa: F401
+
 PACKAGES = ("torch", "transformers", "peft", "datasets", "accelerate", "scikit-learn", "glue-lora")
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; results are meant to be read by others (report, sweep)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # no stray temporary files beside the record
-        raise
-
-
 def read_results(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / RESULTS_FILE
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    """The valid record of `run_dir`, or None (no record, or a malformed one: see `record.load_record`)."""
+    return read_record(run_dir)
 
 
 def versions() -> dict[str, str | None]:

@@ -46,6 +46,7 @@ import yaml
 
 from glue_lora.config import RunConfig, config_dependencies, load_config, parse_override, read_yaml_mapping
 from glue_lora.errors import UsageError, closest
+from glue_lora.record import RESULTS_FILE, Malformed, load_record, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -264,24 +265,21 @@ def _topological(runs: list[PlannedRun]) -> list[PlannedRun]:
 # --- state on disk ------------------------------------------------------------------------------------------
 
 def run_state(run_dir: Path) -> str:
-    """'done' (results.json says success), 'resume' (something is there: interrupted or failed) or 'new'."""
-    results = run_dir / "results.json"
-    try:
-        status = json.loads(results.read_text()).get("status")
-    except (FileNotFoundError, json.JSONDecodeError):
-        status = None
-    if status == "success":
+    """'done' (results.json says success), 'resume' (something is there: interrupted, failed or a malformed
+    record, which the trainer then refuses in one line) or 'new'."""
+    found = load_record(run_dir)
+    if isinstance(found, dict) and found["status"] == "success":
         return "done"
-    return "resume" if results.exists() or (run_dir / "checkpoints").is_dir() else "new"
+    return "resume" if found is not None or (run_dir / "checkpoints").is_dir() else "new"
 
 
 def stale_keys(run: PlannedRun) -> list[str]:
     """Config keys where a finished run's recorded config differs from the plan (its config file was edited
     after it ran); such a run is still skipped, but the sweep says so."""
-    try:
-        recorded = json.loads((run.run_dir / "results.json").read_text()).get("config") or {}
-    except (FileNotFoundError, json.JSONDecodeError):
+    found = load_record(run.run_dir)
+    if not isinstance(found, dict):
         return []
+    recorded = found.get("config") if isinstance(found.get("config"), dict) else {}
     planned = _comparable(run.config)
     recorded = {k: v for k, v in recorded.items() if k in planned}
     return sorted(k for k in planned if json.dumps(planned[k], default=str) != json.dumps(recorded.get(k), default=str))
@@ -466,10 +464,10 @@ def _finished(run: PlannedRun, future: Future, seconds: float) -> Outcome:
 
 
 def _recorded_error(run_dir: Path) -> str:
-    try:
-        return str(json.loads((run_dir / "results.json").read_text()).get("error") or "")[:300]
-    except (FileNotFoundError, json.JSONDecodeError):
-        return ""
+    found = load_record(run_dir)
+    if isinstance(found, Malformed):
+        return f"{RESULTS_FILE} {found}"
+    return str((found or {}).get("error") or "")[:300]
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -541,7 +539,6 @@ def print_plan(spec: SweepSpec, runs: list[PlannedRun]) -> None:
 
 def write_status(spec: SweepSpec, runs: list[PlannedRun], outcomes: list[Outcome]) -> None:
     """`<output_root>/sweep-status.json`: this invocation's outcome per run (the report reads results.json)."""
-    from glue_lora.results import write_json_atomic
 
     write_json_atomic(spec.output_root / STATUS_FILE, {
         "sweep": str(spec.path), "finished": time.time(),

@@ -84,7 +84,7 @@ def test_foreign_results_files_are_listed_apart(glue_runs, tmp_path_factory):
     (runs_dir / "other-tool" / "results.json").write_text('{"status": "success", "best": {"metrics": {}}}')
     result = build_report(runs_dir, tmp_path_factory.mktemp("report"))
     reasons = {p.parent.name: why for p, _, why in result["bad"]}
-    assert reasons["a-list"] == "unreadable results.json (not a JSON object)"
+    assert reasons["a-list"] == "malformed: not a JSON object (a JSON array)"
     assert reasons["other-tool"] == "not a glue-lora run record (no task, model, method, seed, primary_metric)"
     assert len(result["bad"]) == 4 and result["cells"]["n"].sum() == 3 + 3 + 2 + 2 + 1 + 1 + 2  # + MNLI-mm x 2
 

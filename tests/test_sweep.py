@@ -345,3 +345,13 @@ def test_cli_records_a_failure_reports_it_and_a_finished_sweep_runs_nothing(conf
         assert "0 ran, 4 already done, 0 failed" in capsys.readouterr().out
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b"\xff\xfe not utf-8", b'{"status": "succ'])
+def test_a_malformed_record_neither_crashes_the_plan_nor_counts_as_done(configs, tmp_path, capsys, content):
+    path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml"])
+    (run,) = plan_sweep(load_sweep(path))
+    run.run_dir.mkdir(parents=True)
+    (run.run_dir / "results.json").write_bytes(content)
+    assert cli_main(["sweep", str(path), "--dry-run"]) == 0
+    assert run_state(run.run_dir) == "resume" and sweep._recorded_error(run.run_dir).startswith("results.json malformed: ")
