@@ -476,7 +476,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads for the roofline and every setting (default: torch's, one per core)")
     parser.add_argument("--gemm-size", type=int, help="square GEMM size for the roofline (default 2048 CPU, 8192 GPU)")
-    parser.add_argument("--gemm-repeats", type=int, default=7)
+    parser.add_argument("--gemm-repeats", type=int, default=7, help="timed GEMMs per roofline measurement (default 7)")
     parser.add_argument("--no-merged-eval", dest="merged_eval", action="store_false",
                         help="skip timing evaluation with LoRA merged into the base weights")
     parser.add_argument("--json", type=Path, help="also write every number to this file")

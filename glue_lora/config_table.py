@@ -24,8 +24,9 @@ COLUMNS = ("file", "model", "method", "task", "lr", "global batch", "per-device 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--root", type=Path, default=None,
-                        help="folder to scan recursively (default: ./configs, else the one beside the package)")
-    parser.add_argument("--format", choices=("markdown", "json"), default="markdown")
+                        help="folder to scan recursively (default: ./configs, else the configs shipped with glue-lora)")
+    parser.add_argument("--format", choices=("markdown", "json"), default="markdown",
+                        help="markdown table for people (default), json for scripts")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -39,9 +40,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _find_root(root: Path | None) -> Path:
-    candidates = [root] if root else [Path("configs"), Path(__file__).resolve().parent.parent / "configs"]
+    from glue_lora.shipped import configs_root
+
+    candidates = [root] if root else [Path("configs"), configs_root()]
     for candidate in candidates:
-        if candidate.is_dir():
+        if candidate is not None and candidate.is_dir():
             return candidate
     raise UsageError(f"no configs folder at {candidates[0]}; pass --root DIR")
 

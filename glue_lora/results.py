@@ -12,8 +12,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import torch
-
 # The record's shape, reading and writing live in glue_lora.record (torch-free); re-exported here for callers.
 from glue_lora.record import RESULTS_FILE, read_record, write_json_atomic  # noqa: F401
 
@@ -51,12 +49,16 @@ def git_state() -> dict[str, Any]:
 
 def peak_memory_mb() -> dict[str, float | None]:
     """Peak resident memory of this process (Linux reports KiB), and peak GPU memory when on a GPU."""
+    import torch  # here, not at the top: report and sweep read records without loading torch
+
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"rss": round(rss, 1), "gpu": round(gpu, 1) if gpu is not None else None}
 
 
 def machine() -> dict[str, Any]:
+    import torch
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": gpu, "argv": sys.argv}

@@ -26,6 +26,7 @@ from glue_lora.data import load_glue, require_training_splits
 from glue_lora.errors import UsageError
 from glue_lora.metrics import trainer_metrics_fn
 from glue_lora.modeling import count_parameters, head_parameters, init_from_run, load_model, load_tokenizer
+from glue_lora.progress import attach_progress
 from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
                                summarise_evals, versions, write_json_atomic)
 from glue_lora.tasks import TaskSpec, get_task
@@ -82,7 +83,7 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
         trainer.save_model(str(config.run_dir))
         tokenizer.save_pretrained(str(config.run_dir))
         write_json_atomic(config.run_dir / RESULTS_FILE, record)
-        log.info("results: %s", config.run_dir / RESULTS_FILE)
+        log.debug("results: %s", config.run_dir / RESULTS_FILE)
     return record
 
 
@@ -191,9 +192,10 @@ def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, mo
                   encoded: datasets.DatasetDict, record: dict) -> Trainer:
     eval_sets = {name: encoded[name] for name in task.eval_splits if name in encoded}
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
-    return Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
-                   data_collator=collator, processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
-                   callbacks=[RecordCallback(config.run_dir, task, record)])
+    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
+                      data_collator=collator, processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
+                      callbacks=[RecordCallback(config.run_dir, task, record)])
+    return attach_progress(trainer, config.training.get("disable_tqdm"))  # a bar on a terminal, else lines
 
 
 class RecordCallback(TrainerCallback):
@@ -228,7 +230,7 @@ def log_plan(config: RunConfig, args: TrainingArguments, n_train: int, record: d
     per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
     total = args.max_steps if args.max_steps > 0 else math.ceil(per_epoch * args.num_train_epochs)
     record["batch"].update(total_steps=total, warmup_steps=args.get_warmup_steps(total))
-    log.info("config:\n%s", yaml.safe_dump(config.to_dict(), sort_keys=False))
+    log.debug("config:\n%s", yaml.safe_dump(config.to_dict(), sort_keys=False))
     log.info("global batch %d = %d per device x %d accumulation x %d processes; %d optimizer steps, %d warmup",
              record["batch"]["global"], args.per_device_train_batch_size, args.gradient_accumulation_steps,
              args.world_size, total, record["batch"]["warmup_steps"])
