@@ -19,34 +19,36 @@ task, config stem when it adds information, every sweep override and the seed, e
 `roberta-base--lora--rte--lr5e-4--r8--s0`. A run whose results.json says success is skipped; any other
 existing run directory is resumed (`resume=true`). Runs whose config declares `init_from: other.yaml`
 (MNLI-init) wait for that config's run with the same overrides, which the sweep adds when missing.
+
+This module plans and keeps the books (names, grid, dependencies, skip-done, stale configs, per-run claims,
+progress, status file, summary); where runs execute is a `Backend`: this machine (`sweep_local`) or a Ray
+cluster (`sweep_ray`). A driver claims each run before starting it (`sweep_claims`), so two sweeps over one
+output root, on one machine or several, never run the same run twice and never block each other's other runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import fcntl
 import itertools
 import json
 import logging
 import os
 import re
 import signal
-import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 
 from glue_lora.config import RunConfig, config_dependencies, load_config, parse_override, read_yaml_mapping
 from glue_lora.errors import UsageError, closest
 from glue_lora.record import RESULTS_FILE, Malformed, load_record, write_json_atomic
+from glue_lora.sweep_claims import Claims
+from glue_lora.sweep_local import Exit, LocalBackend, Runner, job_environment, visible_gpus  # noqa: F401 (API)
 
 log = logging.getLogger(__name__)
 
@@ -285,45 +287,23 @@ def stale_keys(run: PlannedRun) -> list[str]:
     return sorted(k for k in planned if json.dumps(planned[k], default=str) != json.dumps(recorded.get(k), default=str))
 
 
-# --- execution ----------------------------------------------------------------------------------------------
+# --- execution: the driver, backend-free ----------------------------------------------------------------
 
-# A runner starts one run and returns its exit status: (run, environment, log file, resume) -> int.
-Runner = Callable[[PlannedRun, dict[str, str], Path, bool], int]
+class Backend(Protocol):
+    """Where runs execute (local processes, a Ray cluster). The driver plans, claims and records; a backend
+    only starts runs, reports how they ended, and stops everything."""
 
+    capacity: int  #: runs it takes at once (the driver starts no more; the ETA divides by it)
+    chains_dependencies: bool  #: accepts a run whose dependencies are still going in it, and orders them itself
 
-_CHILDREN: set[subprocess.Popen] = set()  # live training processes, stopped when the sweep is stopped
-_CHILDREN_LOCK = threading.Lock()
+    def start(self, run: PlannedRun, resume: bool, log_path: Path, after: list[str]) -> None:
+        """Start `run` (after the runs named in `after`, which this backend is running)."""
 
+    def wait(self, timeout: float) -> list[Exit]:
+        """Block up to `timeout` seconds; the runs that ended meanwhile."""
 
-def subprocess_runner(run: PlannedRun, env: dict[str, str], log_path: Path, resume: bool) -> int:
-    """One run in a fresh interpreter, output to its log file."""
-    command = [sys.executable, "-m", "glue_lora.cli", "train", *run.arguments(resume)]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("a") as handle:
-        handle.write(f"\n$ {' '.join(command)}\n")
-        handle.flush()
-        process = subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT)
-        with _CHILDREN_LOCK:
-            _CHILDREN.add(process)
-        try:
-            return process.wait()
-        finally:
-            with _CHILDREN_LOCK:
-                _CHILDREN.discard(process)
-
-
-def stop_children() -> None:
-    """Terminate the runs still going, so a stopped sweep leaves no orphan writing into a run directory
-    that the next invocation will resume."""
-    with _CHILDREN_LOCK:
-        children = list(_CHILDREN)
-    for process in children:
-        process.terminate()
-    for process in children:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+    def stop(self) -> None:
+        """Stop every run still going, leaving each resumable; also called at the normal end."""
 
 
 @dataclass
@@ -336,101 +316,157 @@ class Outcome:
     detail: str = ""
 
 
-def job_environment(slot: int, jobs: int, cpus: int, gpus: list[str], base: Mapping[str, str]) -> dict[str, str]:
-    """Environment for the job in `slot`: its share of CPU threads, and of GPUs when there are any.
-
-    Without a thread limit every job would start one thread per core and N jobs would oversubscribe the
-    CPU N-fold (torch reads OMP_NUM_THREADS at start-up).
-    """
-    env = dict(base)
-    threads = str(max(1, cpus // jobs))
-    env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, TOKENIZERS_PARALLELISM="false")
-    if gpus:
-        per_job = max(1, len(gpus) // jobs)
-        first = (slot * per_job) % len(gpus)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first:first + per_job])
-    return env
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids this process may hand out: CUDA_VISIBLE_DEVICES when set, else every device torch sees."""
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
-        return [g for g in listed.split(",") if g.strip()]
-    import torch
-
-    return [str(i) for i in range(torch.cuda.device_count())]
+def execute(runs: list[PlannedRun], backend: Backend | None = None, *, jobs: int = 1, runner: Runner | None = None,
+            log_root: Path | None = None, cpus: int | None = None, gpus: list[str] | None = None,
+            claims: Claims | None = None) -> list[Outcome]:
+    """Run everything not yet done on `backend` (default: local, `jobs` at a time), honouring dependencies and
+    other drivers' claims; never stops at a failure. Ctrl-C or kill stops the runs, leaving them resumable."""
+    backend = backend or LocalBackend(jobs, runner, cpus, gpus)
+    driver = _Driver(runs, backend, claims or Claims(), log_root)
+    try:
+        driver.loop()
+    finally:  # also on Ctrl-C: stop the runs before the claims on them go
+        backend.stop()
+        driver.claims.release_all()
+    return [driver.outcomes[r.name] for r in runs]
 
 
-def execute(runs: list[PlannedRun], jobs: int = 1, runner: Runner = subprocess_runner, log_root: Path | None = None,
-            cpus: int | None = None, gpus: list[str] | None = None) -> list[Outcome]:
-    """Run everything not yet done, `jobs` at a time, honouring dependencies; never stops at a failure."""
-    cpus = cpus or len(os.sched_getaffinity(0))
-    scheduler = _Scheduler(runs, jobs, runner, log_root, cpus, visible_gpus() if gpus is None else gpus)
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        try:
-            while scheduler.pending or scheduler.running:
-                scheduler.start_ready(pool)
-                scheduler.collect()
-        except BaseException:  # Ctrl-C or kill: stop the runs before the pool waits for them
-            stop_children()
-            raise
-    return [scheduler.outcomes[r.name] for r in runs]
+class _Driver:
+    """The sweep's bookkeeping: pending, running here, running under another driver's claim, finished."""
 
+    POLL_SECONDS = 1.0  # the main thread wakes this often, so a signal (Ctrl-C, kill) is handled promptly
 
-class _Scheduler:
-    """The sweep's bookkeeping: what is pending, running (with its job slot) and finished."""
-
-    def __init__(self, runs: list[PlannedRun], jobs: int, runner: Runner, log_root: Path | None, cpus: int,
-                 gpus: list[str]):
-        self.jobs, self.runner, self.log_root, self.cpus, self.gpus = jobs, runner, log_root, cpus, gpus
+    def __init__(self, runs: list[PlannedRun], backend: Backend, claims: Claims, log_root: Path | None):
+        self.backend, self.claims, self.log_root = backend, claims, log_root
         self.outcomes = {r.name: _skipped(r) for r in runs if run_state(r.run_dir) == "done"}
         self.pending = [r for r in runs if r.name not in self.outcomes]
-        self.running: dict[Future, tuple[PlannedRun, int, float]] = {}
+        self.running: dict[str, tuple[PlannedRun, float]] = {}
+        self.elsewhere: dict[str, PlannedRun] = {}  # claimed by another driver: wait for its end
+        self.progress = Progress(len(self.pending), backend.capacity)
+        self.started = time.time()
         # Datasets some finished run has tokenised into the shared on-disk cache. The first run of a dataset
         # writes that cache entry; a second process writing it at the same moment could corrupt it.
         self.warm = {_data_key(r) for r in runs if r.name in self.outcomes}
+        if self.outcomes:
+            print(f"sweep: {len(runs)} runs, {len(self.outcomes)} already done, {len(self.pending)} to run",
+                  flush=True)
 
-    def start_ready(self, pool: ThreadPoolExecutor) -> None:
+    def loop(self) -> None:
+        while self.pending or self.running or self.elsewhere:
+            started = self._start_ready()
+            self._check_elsewhere()
+            if self.running:
+                for ended in self.backend.wait(self.POLL_SECONDS):
+                    self._finish(ended)
+            elif self.elsewhere:
+                time.sleep(self.POLL_SECONDS)
+            elif self.pending and not started:
+                raise RuntimeError(f"sweep scheduler stuck on {[r.name for r in self.pending]}")
+
+    def _start_ready(self) -> int:
+        started = 0
         for run in list(self.pending):
             if self._blocked(run):
                 self.pending.remove(run)
-            elif len(self.running) < self.jobs and self._ready(run):
+            elif len(self.running) < self.backend.capacity and self._ready(run):
                 self.pending.remove(run)
-                slot = min(set(range(self.jobs)) - {s for _, s, _ in self.running.values()})
-                env = job_environment(slot, self.jobs, self.cpus, self.gpus, os.environ)
-                self.running[self._start(pool, run, env)] = (run, slot, time.time())
-        if self.pending and not self.running:
-            raise RuntimeError(f"sweep scheduler stuck on {[r.name for r in self.pending]}")
+                started += self._claim_and_start(run)
+        return started
 
-    def collect(self) -> None:
-        # A timeout keeps the main thread waking up, so a signal (Ctrl-C, kill) is handled promptly.
-        done, _ = wait(self.running, timeout=1.0, return_when=FIRST_COMPLETED)
-        for future in done:
-            run, _, start = self.running.pop(future)
-            self.outcomes[run.name] = _finished(run, future, time.time() - start)
-            self.warm.add(_data_key(run))
+    def _claim_and_start(self, run: PlannedRun) -> int:
+        holder = self.claims.acquire(run.run_dir)
+        if holder is not None:
+            log.info("%s is being run by another sweep (%s); waiting for it", run.name, holder.describe())
+            self.elsewhere[run.name] = run
+            return 0
+        state = run_state(run.run_dir)
+        if state == "done":  # finished by another sweep since we planned
+            self.claims.release(run.run_dir)
+            self._record(run, Outcome(run.name, "skipped", detail="finished by another sweep"))
+            return 0
+        log_path = (self.log_root or run.run_dir.parent / "_logs") / f"{run.name}.log"
+        log.info("start %s%s (log: %s)", run.name, " [resume]" if state == "resume" else "", log_path)
+        after = [d for d in run.depends_on if d in self.running]
+        self.backend.start(run, state == "resume", log_path, after)
+        self.running[run.name] = (run, time.time())
+        return 1
+
+    def _check_elsewhere(self) -> None:
+        """A run another driver held is free again: take its outcome, or take it over when it was abandoned."""
+        for name, run in list(self.elsewhere.items()):
+            if self.claims.holder(run.run_dir) is not None:
+                continue
+            del self.elsewhere[name]
+            record = _read_record(run.run_dir)
+            if record.get("status") == "success":
+                self._record(run, Outcome(name, "skipped", detail="finished by another sweep"))
+            elif record.get("status") == "failed" and (record.get("finished") or 0) > self.started:
+                self._record(run, Outcome(name, "failed", detail=f"in another sweep: {_recorded_error(run.run_dir)}"))
+            else:  # its driver died: resume it here
+                self.pending.insert(0, run)
+
+    def _finish(self, ended: Exit) -> None:
+        run, start = self.running.pop(ended.name)
+        self.claims.release(run.run_dir)
+        seconds = ended.seconds if ended.seconds is not None else time.time() - start
+        if ended.blocked:
+            outcome = Outcome(run.name, "blocked", seconds, "a dependency did not finish")
+        else:
+            outcome = _finished(run, ended.code, ended.detail, seconds)
+        self._record(run, outcome)
+
+    def _record(self, run: PlannedRun, outcome: Outcome) -> None:
+        self.outcomes[run.name] = outcome
+        self.warm.add(_data_key(run))
+        failed = sum(o.status in ("failed", "blocked") for o in self.outcomes.values())
+        self.progress.report(run, outcome, len(self.running), failed)
 
     def _blocked(self, run: PlannedRun) -> bool:
         """Record the run as blocked when something it depends on failed (or was itself blocked)."""
         failed = [d for d in run.depends_on if d in self.outcomes and self.outcomes[d].status in ("failed", "blocked")]
         if failed:
-            self.outcomes[run.name] = Outcome(run.name, "blocked", detail=f"dependency {failed[0]} did not finish")
             log.warning("%s: blocked, dependency %s did not finish", run.name, failed[0])
+            self._record(run, Outcome(run.name, "blocked", detail=f"dependency {failed[0]} did not finish"))
         return bool(failed)
 
     def _ready(self, run: PlannedRun) -> bool:
-        """Dependencies finished, and no first user of the same (not yet cached) data running."""
-        if not all(d in self.outcomes for d in run.depends_on):
+        """Dependencies finished (or going in a backend that orders them), no first user of the same data going."""
+        chains = self.backend.chains_dependencies
+        if not all(d in self.outcomes or (chains and d in self.running) for d in run.depends_on):
             return False
         key = _data_key(run)
-        return key in self.warm or not any(_data_key(other) == key for other, _, _ in self.running.values())
+        return key in self.warm or not any(_data_key(other) == key for other, _ in self.running.values())
 
-    def _start(self, pool: ThreadPoolExecutor, run: PlannedRun, env: dict[str, str]) -> Future:
-        resume = run_state(run.run_dir) == "resume"
-        log_path = (self.log_root or run.run_dir.parent / "_logs") / f"{run.name}.log"
-        log.info("start %s%s (log: %s)", run.name, " [resume]" if resume else "", log_path)
-        return pool.submit(self.runner, run, env, log_path, resume)
+
+class Progress:
+    """`[k/N] name: score, time; m running, f failed, ETA` as each run ends (ETA from the runs' durations)."""
+
+    def __init__(self, total: int, slots: int):
+        self.total, self.slots, self.done, self.durations = total, max(1, slots), 0, []
+
+    def report(self, run: PlannedRun, outcome: Outcome, running: int, failed: int) -> None:
+        self.done += 1
+        if outcome.status in ("success", "failed") and outcome.seconds > 0:
+            self.durations.append(outcome.seconds)
+        print(f"[{self.done}/{self.total}] {run.name}: {self._result(run, outcome)}; {running} running, "
+              f"{failed} failed{self._eta()}", flush=True)
+
+    @staticmethod
+    def _result(run: PlannedRun, outcome: Outcome) -> str:
+        took = f", {outcome.seconds:.0f} s" if outcome.seconds else ""
+        if outcome.status != "success":
+            return f"{outcome.status} ({outcome.detail[:120]}){took}" if outcome.detail else outcome.status + took
+        record = _read_record(run.run_dir)
+        key = record.get("primary_metric")
+        score = ((record.get("best") or {}).get("metrics") or {}).get(key)
+        return (f"{score:.4f} ({key}){took}" if isinstance(score, (int, float)) else f"success{took}")
+
+    def _eta(self) -> str:
+        left = self.total - self.done
+        if not left or not self.durations:
+            return ""
+        seconds = sum(self.durations) / len(self.durations) * left / self.slots
+        return f", ETA {seconds / 60:.0f} min" if seconds >= 120 else f", ETA {seconds:.0f} s"
 
 
 def _data_key(run: PlannedRun) -> tuple:
@@ -447,20 +483,20 @@ def _skipped(run: PlannedRun) -> Outcome:
     return Outcome(run.name, "skipped", detail=detail)
 
 
-def _finished(run: PlannedRun, future: Future, seconds: float) -> Outcome:
-    try:
-        code = future.result()
-    except Exception as err:  # a broken runner must not take the sweep down
-        code, detail = -1, f"{type(err).__name__}: {err}"
-    else:
-        detail = f"exit status {code}"
-    state = run_state(run.run_dir)
-    if code == 0 and state == "done":
+def _finished(run: PlannedRun, code: int, detail: str, seconds: float) -> Outcome:
+    detail = detail or f"exit status {code}"
+    if code == 0 and run_state(run.run_dir) == "done":
         log.info("done %s in %.0f s", run.name, seconds)
         return Outcome(run.name, "success", seconds)
     error = _recorded_error(run.run_dir)
     log.error("FAILED %s (%s)%s", run.name, detail, f": {error}" if error else "")
     return Outcome(run.name, "failed", seconds, error or detail)
+
+
+def _read_record(run_dir: Path) -> dict[str, Any]:
+    """The record, or {} when there is none or it is malformed (`_recorded_error` says why)."""
+    found = load_record(run_dir)
+    return found if isinstance(found, dict) else {}
 
 
 def _recorded_error(run_dir: Path) -> str:
@@ -493,8 +529,7 @@ def main(args: argparse.Namespace) -> int:
     started = time.time()
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the runs too, as Ctrl-C does
     try:
-        with output_lock(spec.output_root):
-            outcomes = execute(runs, jobs=args.jobs)
+        outcomes = execute(runs, make_backend(args))
     except KeyboardInterrupt:
         print("sweep stopped; run the same command again to continue (finished runs are skipped)", file=sys.stderr)
         return 130
@@ -502,21 +537,8 @@ def main(args: argparse.Namespace) -> int:
     return summarise(outcomes, time.time() - started)
 
 
-@contextlib.contextmanager
-def output_lock(root: Path) -> Iterator[None]:
-    """Hold `<root>/.sweep.lock` while running: two sweeps on one output root would start the same runs twice."""
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".sweep.lock").open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            raise UsageError(f"another sweep is running on {root} (pid {handle.read().strip() or '?'}); wait for it "
-                             "or stop it, then run this again") from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        yield
+def make_backend(args: argparse.Namespace) -> Backend:
+    return LocalBackend(args.jobs)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

