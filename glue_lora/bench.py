@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glue_lora.methods import label as method_label
+
 HELP = ("throughput of the real training path: samples/s, tokens/s, memory and fraction of matmul roofline "
         "for our defaults vs run_glue's vs no length grouping, and LoRA vs full fine-tuning memory")
 
@@ -355,7 +357,7 @@ def measure_setting(setting: Setting, config_path: str | None, overrides: list[s
         windows.append(_window(t1 - t0, recorder.stats(b0, b1), weights))
     evals = timed_evaluations(trainer, recorder, plan.repeats)
     merged = None
-    if merged_eval and config.method == "lora":
+    if merged_eval and hasattr(trainer.model, "merge_and_unload"):  # a PEFT adapter that can fold into the weights
         merged = merged_evaluation(trainer, recorder, plan.repeats, evals["metrics"])
     memory = peak_memory_mib()
     recorder.close()
@@ -592,9 +594,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             if key in by:
                 out[f"real_tokens_{name}"] = round(ours["real_tokens_per_s"] / by[key]["real_tokens_per_s"], 2)
         out["fraction_of_float32_peak"] = ours["fraction_of_float32_peak"]
-        if "full" in by and ours["method"] == "lora":
+        if "full" in by and by["full"]["method"] != ours["method"]:
             mem = "gpu" if ours["peak_memory_mib"]["gpu"] is not None else "rss"
-            out["peak_memory"] = {"kind": mem, "lora": ours["peak_memory_mib"][mem],
+            out["peak_memory"] = {"kind": mem, "method": ours["method"], "ours": ours["peak_memory_mib"][mem],
                                   "full": by["full"]["peak_memory_mib"][mem]}
         if ours.get("merged_eval"):
             merged = ours["merged_eval"]
@@ -653,9 +655,10 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
                      f"(target >= 70%: {verdict(value, TARGETS['fraction_of_float32_peak'])})")
     if "peak_memory" in summary:
         mem = summary["peak_memory"]
-        ok = "met" if mem["lora"] < mem["full"] else "NOT met"
-        lines.append(f"peak {mem['kind'].upper()} LoRA {mem['lora']:.0f} MiB vs full FT {mem['full']:.0f} MiB "
-                     f"(target LoRA < full: {ok})")
+        ok = "met" if mem["ours"] < mem["full"] else "NOT met"
+        name = method_label(mem["method"])
+        lines.append(f"peak {mem['kind'].upper()} {name} {mem['ours']:.0f} MiB vs full FT {mem['full']:.0f} MiB "
+                     f"(target {name} < full: {ok})")
     if "merged_eval_speedup" in summary:
         lines.append(f"eval with merged LoRA weights: {summary['merged_eval_speedup']:.3f}x samples/s; "
                      f"metrics identical: {summary['merged_eval_metrics_identical']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 import re
 import types
@@ -19,32 +20,11 @@ from typing import Any
 import yaml
 
 from glue_lora.errors import UsageError, closest
+from glue_lora.methods import (METHODS, SECTIONS, AdaLoraSettings, IA3Settings, LoraPlusSettings,  # noqa: F401
+                               LoraSettings, VeraSettings)
 from glue_lora.tasks import TASKS, task_key
 
-METHODS = ("lora", "full")
-SCALINGS = ("alpha/r", "rslora")
-
-
-@dataclass
-class LoraSettings:
-    """LoRA hyperparameters (PEFT LoraConfig)."""
-
-    r: int = 8  #: rank; higher adds capacity and parameters linearly
-    alpha: float | None = None  #: None means 2*r, as the released scripts (scaling alpha/r = 2)
-    dropout: float = 0.0  #: the released scripts use none
-    target_modules: list[str] | None = None  #: None: per model family (query/value projections)
-    scaling: str = "alpha/r"  #: "alpha/r" (LoRA paper) or "rslora" (alpha/sqrt(r))
-    modules_to_save: list[str] | None = None  #: None: the family's head (RoBERTa classifier; DeBERTa + pooler)
-
-    @property
-    def effective_alpha(self) -> float:
-        return float(self.alpha) if self.alpha is not None else 2.0 * self.r
-
-    @property
-    def effective_scaling(self) -> float:
-        divisor = self.r ** 0.5 if self.scaling == "rslora" else self.r
-        return self.effective_alpha / divisor
-
+log = logging.getLogger(__name__)
 
 @dataclass
 class RunConfig:
@@ -52,7 +32,7 @@ class RunConfig:
 
     task: str = ""  #: nyu-mll/glue config name: cola, sst2, mrpc, stsb, qqp, mnli, qnli, rte, wnli
     model: str = ""  #: hub id, local path, or pypi:<package> (a model/ folder shipped in a PyPI package)
-    method: str = "lora"  #: lora | full (full fine-tuning through the same code path)
+    method: str = "lora"  #: a glue_lora.methods.METHODS name: full, lora, dora, loraplus, bitfit, ia3, vera, adalora
     data_dir: str | None = None  #: local classic-TSV or Hub-layout parquet GLUE root; None means the Hub
     max_seq_length: int = 128  #: longer inputs are truncated
     pad_to_max_length: bool = False  #: pad every example to max_seq_length (old scripts); default: dynamic
@@ -66,7 +46,14 @@ class RunConfig:
     init_from: str | None = None
     init_modules: list[str] | None = None  #: what init_from carries over; None: the family's (modeling.FAMILIES)
     model_config: dict[str, Any] = field(default_factory=dict)  #: set on the HF model config (e.g. cls_dropout)
+    #: the trained task head, whatever the method; None: the family's (RoBERTa classifier; DeBERTa + pooler)
+    head_modules: list[str] | None = None
+    # Method settings: one section per glue_lora.methods.SECTIONS entry (a method reads only its own).
     lora: LoraSettings = field(default_factory=LoraSettings)
+    loraplus: LoraPlusSettings = field(default_factory=LoraPlusSettings)
+    ia3: IA3Settings = field(default_factory=IA3Settings)
+    vera: VeraSettings = field(default_factory=VeraSettings)
+    adalora: AdaLoraSettings = field(default_factory=AdaLoraSettings)
     training: dict[str, Any] = field(default_factory=dict)  #: passed to transformers.TrainingArguments
     resume: bool = False  #: continue an interrupted run from its last checkpoint
     overwrite: bool = False  #: replace a finished or interrupted run directory
@@ -196,16 +183,37 @@ def build_config(raw: dict[str, Any]) -> RunConfig:
         if section in raw and raw[section] is None:
             raw[section] = {}  # `training:` with nothing under it is YAML for None
     errors: list[str] = []
-    lora_raw = raw.pop("lora", None) or {}
-    values = _typed_fields(RunConfig, raw, "", errors, skip={"lora"})
-    lora = LoraSettings(**_typed_fields(LoraSettings, lora_raw, "lora.", errors)) if isinstance(lora_raw, dict) else None
-    if lora is None:
-        errors.append("lora: must be a mapping (r, alpha, dropout, target_modules, scaling, modules_to_save)")
-    config = RunConfig(**values, lora=lora or LoraSettings())
+    sections = {name: _section(name, cls, raw.pop(name, None), errors) for name, cls in SECTIONS.items()}
+    values = _typed_fields(RunConfig, raw, "", errors, skip=set(SECTIONS))
+    config = _migrate_head(RunConfig(**values, **sections))
     errors += _check_values(config)
     if errors:
         raise UsageError("invalid config: " + "; ".join(errors))
     return config
+
+
+def _section(name: str, cls: type, raw: Any, errors: list[str]) -> Any:
+    """One method-settings section (`lora:`, `ia3:`, ...), typed and checked like the top level."""
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        errors.append(f"{name}: must be a mapping ({', '.join(f.name for f in dataclasses.fields(cls))})")
+        return cls()
+    return cls(**_typed_fields(cls, raw, f"{name}.", errors))
+
+
+def _migrate_head(config: RunConfig) -> RunConfig:
+    """`lora.modules_to_save` was the head's old home: still honoured, with a one-line deprecation message."""
+    old = config.lora.modules_to_save
+    if old is None:
+        return config
+    if config.head_modules is not None and config.head_modules != old:
+        raise UsageError(f"invalid config: head_modules={config.head_modules} and lora.modules_to_save={old} "
+                         "disagree; keep only head_modules")
+    log.warning("lora.modules_to_save is deprecated: the trained head is a method-independent setting now; "
+                "write head_modules: %s", old)
+    return dataclasses.replace(config, head_modules=list(old),
+                               lora=dataclasses.replace(config.lora, modules_to_save=None))
 
 
 def _typed_fields(cls: type, raw: dict, prefix: str, errors: list[str], skip: set[str] = frozenset()) -> dict:
@@ -277,18 +285,12 @@ def _check_values(config: RunConfig) -> list[str]:
     if not config.model:
         errors.append("model is required (a hub id such as roberta-base, a local path, or pypi:<package>)")
     if config.method not in METHODS:
-        errors.append(f"method={config.method!r} must be one of {', '.join(METHODS)}")
-    if config.lora.scaling not in SCALINGS:
-        errors.append(f"lora.scaling={config.lora.scaling!r} must be one of {', '.join(SCALINGS)}")
+        errors.append(f"method={config.method!r} must be one of {', '.join(METHODS)}{closest(config.method, METHODS)}")
     for key in ("max_seq_length", "global_batch_size", "max_train_samples", "max_eval_samples"):
         if (value := getattr(config, key)) is not None and value <= 0:
             errors.append(f"{key}={value} must be positive")
-    if config.lora.r <= 0:
-        errors.append(f"lora.r={config.lora.r} must be positive")
-    if config.lora.alpha is not None and config.lora.alpha <= 0:
-        errors.append(f"lora.alpha={config.lora.alpha} must be positive (it scales the update; leave it unset for 2*r)")
-    if not 0 <= config.lora.dropout < 1:
-        errors.append(f"lora.dropout={config.lora.dropout} must be in [0, 1)")
+    for section in SECTIONS:
+        errors += getattr(config, section).check()
     if config.resume and config.overwrite:
         errors.append("resume=true and overwrite=true contradict each other: pick one")
     if config.global_batch_size and "gradient_accumulation_steps" in config.training:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from glue_lora.config import RunConfig, UsageError, config_dependencies, load_config, plan_batch
+from glue_lora.methods import ADAPTER_TOKENS, get_method
 
 HELP = "list every shipped config with its resolved hyperparameters (Markdown or JSON)"
 SKIPPED_DIRS = ("accelerate", "sweeps")  # launcher topologies and sweep grids: not run configs
@@ -62,7 +63,11 @@ def describe(path: Path, relative_to: Path) -> dict[str, Any]:
     except UsageError as err:
         raise UsageError(f"{path}: {err}") from err
     training = {**TRAINER_DEFAULTS, **config.training}
-    lora = config.method == "lora"
+    method = get_method(config.method)
+    settings = method.record(config) or {}  # the method's effective settings; {} for full FT and BitFit
+    targets = settings.get("targets") or settings.get("target_modules")
+    if method.family_targets and not targets:
+        targets = family_default(config.model, "targets")
     dependencies = config_dependencies(config)
     return {
         "file": _shown(path, relative_to), "model": config.model, "method": config.method, "task": config.task,
@@ -70,9 +75,9 @@ def describe(path: Path, relative_to: Path) -> dict[str, Any]:
         "per_device_rule": batch_rule(config), "epochs": float(training["num_train_epochs"]),
         "max_seq_length": config.max_seq_length, "warmup": warmup_text(training["warmup_steps"]),
         "weight_decay": float(training["weight_decay"]),
-        "r": config.lora.r if lora else None, "alpha": config.lora.effective_alpha if lora else None,
-        "scaling": (f"{config.lora.effective_scaling:g} ({config.lora.scaling})") if lora else None,
-        "target_modules": (config.lora.target_modules or family_default(config.model, "targets")) if lora else None,
+        "r": settings.get("r"), "alpha": settings.get("alpha"),
+        "scaling": f"{settings['scaling']:g} ({settings['scaling_rule']})" if "scaling_rule" in settings else None,
+        "target_modules": targets,
         "init_from": _shown(dependencies[0], relative_to) if dependencies else config.init_from,
         "init_modules": (config.init_modules or family_default(config.model, "init_modules"))
         if config.init_from else None,
@@ -145,8 +150,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def _carried(row: dict[str, Any]) -> str:
-    # a full run carries every encoder tensor; "lora" names the adapter only for LoRA runs
-    modules = ["encoder" if m == "lora" and row["method"] == "full" else m for m in row["init_modules"] or []]
+    # a full run carries every encoder tensor; "adapter" names the method's adapter tensors otherwise
+    full = get_method(row["method"]).carries_encoder
+    modules = ["encoder" if m in ADAPTER_TOKENS and full else m for m in row["init_modules"] or []]
     return "+".join(modules)
 
 

@@ -1,4 +1,4 @@
-"""Model loading and the trainable-parameter policy: LoRA (through PEFT) or full fine-tuning.
+"""Model loading, the trainable set a method (glue_lora.methods) asks for, counting, saving and MNLI-init.
 
 `method` changes only which parameters train; everything else is one code path.
 """
@@ -6,18 +6,20 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
-from safetensors.torch import load_file
+from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedConfig,
                           PreTrainedTokenizerBase)
 
 from glue_lora.config import RunConfig, names_config
 from glue_lora.errors import UsageError, closest, require_hub
+from glue_lora.methods import ADAPTER_TOKENS, TRAINABLE_CONFIG, TRAINABLE_FILE, adapter_test, get_method, saved_weights
 from glue_lora.tasks import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -25,11 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Family:
-    """What LoRA adapts and which head modules train, per `config.model_type`."""
+    """What low-rank methods adapt by default and which head modules train, per `config.model_type`."""
 
     targets: tuple[str, ...]
     head: tuple[str, ...]
-    init_modules: tuple[str, ...] = ("lora",)  #: what MNLI-init (init_from) carries over by default
+    #: what MNLI-init (init_from) carries over by default: "adapter" = the method's adapter tensors
+    init_modules: tuple[str, ...] = ("adapter",)
     #: model_config keys the model reads with getattr although its config class does not declare them
     config_extras: tuple[str, ...] = ()
 
@@ -37,22 +40,24 @@ class Family:
 # DeBERTa's pooler is new (random) in every pretrained checkpoint, so it must train and be saved with the
 # adapter; PEFT's SEQ_CLS default would leave it frozen and random (huggingface/peft#2171).
 # MNLI-init as in microsoft/LoRA: RoBERTa drops the whole head (label counts differ), so only LoRA A/B carry
-# over; DeBERTa drops only `classifier`, so the MNLI-trained pooler carries over too.
+# over; DeBERTa drops only `classifier`, so the MNLI-trained pooler carries over too. (For full FT, every
+# encoder tensor carries over.)
 FAMILIES: dict[str, Family] = {
     "roberta": Family(("query", "value"), ("classifier",)),
     "xlm-roberta": Family(("query", "value"), ("classifier",)),
     "camembert": Family(("query", "value"), ("classifier",)),
     "bert": Family(("query", "value"), ("classifier",)),
     "electra": Family(("query", "value"), ("classifier",)),
-    "deberta-v2": Family(("query_proj", "value_proj"), ("classifier", "pooler"), ("lora", "pooler"), ("cls_dropout",)),
-    "deberta": Family(("in_proj",), ("classifier", "pooler"), ("lora", "pooler"), ("cls_dropout",)),
+    "deberta-v2": Family(("query_proj", "value_proj"), ("classifier", "pooler"), ("adapter", "pooler"),
+                         ("cls_dropout",)),
+    "deberta": Family(("in_proj",), ("classifier", "pooler"), ("adapter", "pooler"), ("cls_dropout",)),
 }
 
 
 def family_of(model_type: str) -> Family:
     if model_type not in FAMILIES:
-        raise UsageError(f"no LoRA defaults for model type {model_type!r}; set lora.target_modules and "
-                         f"lora.modules_to_save (known families: {', '.join(FAMILIES)})")
+        raise UsageError(f"no defaults for model type {model_type!r}; set lora.target_modules and "
+                         f"head_modules (known families: {', '.join(FAMILIES)})")
     return FAMILIES[model_type]
 
 
@@ -87,8 +92,11 @@ def _load_failure(model: str, err: Exception) -> str:
             "directory with config.json, weights and tokenizer")
 
 
-def load_model(config: RunConfig, task: TaskSpec) -> tuple[torch.nn.Module, list[str]]:
-    """Pretrained encoder + a fresh head for `task`, with the method's trainable set; returns (model, head)."""
+def load_model(config: RunConfig, task: TaskSpec, steps: int | None = None) -> tuple[torch.nn.Module, list[str]]:
+    """Pretrained encoder + a fresh head for `task`, with the method's trainable set; returns (model, head).
+
+    `steps`: the run's total optimizer steps, for methods with a schedule (AdaLoRA); None outside training.
+    """
     path = resolve_model_path(config.model)
     labels = {"id2label": dict(enumerate(task.label_names)), "label2id": {n: i for i, n in enumerate(task.label_names)}} \
         if not task.is_regression else {"problem_type": "regression"}
@@ -99,10 +107,7 @@ def load_model(config: RunConfig, task: TaskSpec) -> tuple[torch.nn.Module, list
     except (OSError, ValueError) as err:
         raise UsageError(_load_failure(config.model, err)) from err
     head = head_modules(config, model, info.get("missing_keys", []))
-    if config.method == "full":
-        model.requires_grad_(True)
-        return model, head
-    return add_lora(config, model, head), head
+    return get_method(config.method).build(model, config, head, steps), head
 
 
 def apply_model_config(hf_config: PreTrainedConfig, settings: dict) -> None:
@@ -121,7 +126,7 @@ def apply_model_config(hf_config: PreTrainedConfig, settings: dict) -> None:
 
 def head_modules(config: RunConfig, model: torch.nn.Module, missing_keys: list[str]) -> list[str]:
     """The family's head, plus any module the checkpoint did not contain (it is random and must train)."""
-    head = list(config.lora.modules_to_save or family_of(model.config.model_type).head)
+    head = list(config.head_modules or family_of(model.config.model_type).head)
     for key in missing_keys:
         top = key.split(".")[0] if key.split(".")[0] != model.base_model_prefix else key.split(".")[1]
         if top not in head:
@@ -139,36 +144,30 @@ def _matches(module_name: str, target: str) -> bool:
     return module_name == target or module_name.endswith(f".{target}")
 
 
-def check_lora_modules(config: RunConfig, model: torch.nn.Module, targets: list[str], head: list[str]) -> None:
-    """Unknown names would make PEFT fail with a traceback (targets) or silently freeze the head (modules_to_save)."""
+def check_modules(config: RunConfig, model: torch.nn.Module, targets: list[str], head: list[str],
+                  section: str) -> None:
+    """Unknown names would make PEFT fail with a traceback (targets) or silently freeze the head (head_modules)."""
     modules = dict(model.named_modules())
     linear = [name for name, module in modules.items() if isinstance(module, torch.nn.Linear)]
     unknown = [t for t in targets if not any(_matches(name, t) for name in linear)]
     if unknown:
-        raise UsageError(f"lora.target_modules {unknown} are not linear layers of {config.model}; "
+        raise UsageError(f"{section}.target_modules {unknown} are not linear layers of {config.model}; "
                          f"its linear layers are: {', '.join(linear_layer_names(model))}")
     missing = [m for m in head if not any(_matches(name, m) for name in modules)]
     if missing:
         children = ", ".join(name for name, _ in model.named_children())
-        raise UsageError(f"lora.modules_to_save {missing} are not modules of {config.model}; its top-level modules "
+        raise UsageError(f"head_modules {missing} are not modules of {config.model}; its top-level modules "
                          f"are: {children}")
 
 
-def add_lora(config: RunConfig, model: torch.nn.Module, head: list[str]) -> PeftModel:
-    targets = config.lora.target_modules or list(family_of(model.config.model_type).targets)
-    check_lora_modules(config, model, targets, head)
-    lora_config = LoraConfig(
-        task_type="SEQ_CLS", r=config.lora.r, lora_alpha=config.lora.effective_alpha,
-        lora_dropout=config.lora.dropout, target_modules=targets, modules_to_save=list(head),  # PEFT extends this list in place
-        use_rslora=config.lora.scaling == "rslora")
-    return get_peft_model(model, lora_config)
+def count_parameters(model: torch.nn.Module, head: list[str], method: str | None = None) -> dict[str, int]:
+    """Exact counts: adapter (the method's tensors), head (trained head modules), other trainable, and the total.
 
-
-def count_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
-    """Exact counts: adapter (LoRA A/B), head (trained head modules), other trainable, and the total.
-
-    PEFT keeps a frozen copy of every `modules_to_save` module (`original_module`); it is not counted.
+    Adapter tensors are recognised by the registry (glue_lora.methods.adapter_test): a PEFT model by its tuner's
+    prefix, a method without a tuner (BitFit) by `method`'s own rule. PEFT keeps a frozen copy of every
+    `modules_to_save` module (`original_module`); it is not counted.
     """
+    is_adapter = adapter_test(model, method, head)
     counts = {"adapter": 0, "head": 0, "other": 0, "trainable": 0, "total": 0}
     for name, param in model.named_parameters():
         if "original_module" in name:
@@ -178,8 +177,7 @@ def count_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
             continue
         counts["trainable"] += param.numel()
         parts = name.split(".")
-        is_lora = "lora_A" in parts or "lora_B" in parts
-        kind = "adapter" if is_lora else "head" if _head_module(parts, head) else "other"
+        kind = "head" if _head_module(parts, head) else "adapter" if is_adapter(name) else "other"
         counts[kind] += param.numel()
     return counts
 
@@ -199,26 +197,29 @@ def head_parameters(model: torch.nn.Module, head: list[str]) -> dict[str, int]:
     return counts
 
 
-def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | None = None) -> list[str]:
+def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | None = None,
+                  method: str | None = None, head: list[str] | None = None) -> list[str]:
     """Copy trained weights from an earlier run (e.g. MNLI-init); returns the loaded tensor names.
 
-    LoRA runs take the named parts of the saved adapter ("lora" = every LoRA A/B, other names = head modules
-    such as DeBERTa's pooler); full runs take every saved tensor outside the task head. `modules=None` means
-    the model family's default (`Family.init_modules`). `run_dir` must be a run directory: a config file
-    named by init_from is resolved first (`glue_lora.config.resolve_init_from`).
+    Adapter runs (PEFT, BitFit) take the named parts of what they saved: "adapter" = every adapter tensor of
+    the method (glue_lora.methods.adapter_test; ADAPTER_TOKENS has the old spelling too), other names = head modules such as
+    DeBERTa's pooler. Full runs take every saved tensor outside the task head. `modules=None` means the model
+    family's default (`Family.init_modules`). `run_dir` must be a run directory: a config file named by
+    init_from is resolved first (`glue_lora.config.resolve_init_from`).
     """
     if names_config(str(run_dir)):
         raise UsageError(f"init_from={run_dir} names a config, not a run directory; resolve it first with "
                          "glue_lora.config.resolve_init_from(config)")
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    modules = list(modules) if modules is not None else list(family_of(base.config.model_type).init_modules)
-    folder = Path(run_dir)
-    adapter, full = folder / "adapter_model.safetensors", folder / "model.safetensors"
+    family = family_of(base.config.model_type)
+    modules = list(modules) if modules is not None else list(family.init_modules)
+    is_adapter = adapter_test(model, method, list(head or family.head))
+    saved = saved_weights(run_dir)
     if isinstance(model, PeftModel):
-        if not adapter.exists():
+        if saved is None or saved.name != "adapter_model.safetensors":
             raise UsageError(f"init_from={run_dir}: no adapter_model.safetensors there; train that run first "
                              f"(python run_glue.py <its config> output_dir={run_dir})")
-        state = {k: v for k, v in load_file(adapter).items() if _wanted(k, modules)}
+        state = {k: v for k, v in load_file(saved).items() if _wanted(k, modules, is_adapter)}
         current = get_peft_model_state_dict(model)
         unexpected = sorted(set(state) - set(current))
         if unexpected:
@@ -226,18 +227,58 @@ def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | Non
         # PEFT wants every modules_to_save tensor in the dict: the ones not carried over keep their fresh values
         set_peft_model_state_dict(model, {**current, **state})
         return sorted(state)
-    if not full.exists():
-        raise UsageError(f"init_from={run_dir}: no model.safetensors there; train that run first with method=full")
-    head = set(family_of(model.config.model_type).head) - set(modules)
-    state = {k: v for k, v in load_file(full).items() if k.split(".")[0] not in head}
-    # strict=False because the task head is left out on purpose; a tensor this model lacks must still fail,
-    # or a run from another architecture would "load" N tensors and change nothing
-    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
-    if unexpected:
-        raise UsageError(f"init_from={run_dir}: {len(unexpected)} tensors do not fit this model, e.g. {unexpected[0]}")
+    if saved is None or saved.name == "adapter_model.safetensors":
+        raise UsageError(f"init_from={run_dir}: no {TRAINABLE_FILE} or model.safetensors there; train that run "
+                         "first with the same method (or method=full)")
+    if saved.name == TRAINABLE_FILE:
+        state = {k: v for k, v in load_file(saved).items() if _wanted(k, modules, is_adapter)}
+    else:
+        dropped = set(family.head) - set(modules)
+        state = {k: v for k, v in load_file(saved).items() if k.split(".")[0] not in dropped}
+    _load_part(model, state, run_dir)
     return sorted(state)
 
 
-def _wanted(key: str, modules: list[str]) -> bool:
+def _load_part(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    # strict=False because only a part is loaded on purpose; a tensor this model lacks must still fail,
+    # or a run from another architecture would "load" N tensors and change nothing
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    if unexpected:
+        raise UsageError(f"init_from={source}: {len(unexpected)} tensors do not fit this model, e.g. {unexpected[0]}")
+
+
+def _wanted(key: str, modules: list[str], is_adapter) -> bool:
     parts = key.split(".")
-    return any(("lora_A" in parts or "lora_B" in parts) if m == "lora" else m in parts for m in modules)
+    return any(is_adapter(key) if m in ADAPTER_TOKENS else m in parts for m in modules)
+
+
+# --- adapter-only save and reload for methods without a PEFT tuner (BitFit) ---------------------------------
+
+def save_trained(model: torch.nn.Module, run_dir: str | Path, config: RunConfig) -> bool:
+    """Save only the trained tensors of a model PEFT does not manage, with a small config naming the base.
+
+    Returns False (nothing written) for PEFT models and full fine-tuning, which Trainer.save_model covers.
+    """
+    if isinstance(model, PeftModel) or get_method(config.method).own_adapter is None:
+        return False
+    state = {name: param.detach().contiguous() for name, param in model.named_parameters() if param.requires_grad}
+    save_file(state, str(Path(run_dir) / TRAINABLE_FILE))
+    (Path(run_dir) / TRAINABLE_CONFIG).write_text(json.dumps(
+        {"method": config.method, "base_model": config.model, "model_config": config.model_config,
+         "tensors": len(state)}, indent=2))
+    return True
+
+
+def load_trained(base: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module:
+    """The trained model of a run: a PeftModel for PEFT adapters, else `base` with the saved tensors loaded."""
+    saved = saved_weights(run_dir)
+    if saved is None:
+        raise UsageError(f"{run_dir} holds no saved weights (adapter_model.safetensors, {TRAINABLE_FILE} or "
+                         "model.safetensors); train that run first")
+    if saved.name == "adapter_model.safetensors":
+        return PeftModel.from_pretrained(base, str(run_dir))
+    state = load_file(saved)
+    missing = base.load_state_dict(state, strict=saved.name == "model.safetensors").unexpected_keys
+    if missing:
+        raise UsageError(f"{run_dir}: {len(missing)} saved tensors do not fit this model, e.g. {missing[0]}")
+    return base

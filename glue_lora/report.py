@@ -22,6 +22,8 @@ from typing import Any
 import pandas as pd
 
 from glue_lora import paper
+from glue_lora.methods import COMPARED_WITH, SECTIONS
+from glue_lora.methods import label as method_label
 from glue_lora.errors import UsageError
 from glue_lora.record import RESULTS_FILE, Malformed, load_record
 from glue_lora.sweep import format_value
@@ -33,8 +35,8 @@ MM_KEY = "validation_mismatched/accuracy"
 # Config keys that never distinguish settings: identity, bookkeeping, or where the data came from.
 IGNORED_KEYS = {"seed", "name", "output_dir", "resume", "overwrite", "notes", "init_from", "data_dir", "task"}
 HYPER_KEYS = ("lr", "r", "alpha", "scaling_rule")  # the axes the rank / learning-rate analysis reads
-SHORT = {"training.learning_rate": "lr", "lora.r": "r", "lora.alpha": "alpha", "lora.scaling": "scaling"}
-METHOD_LABEL = {"lora": "LoRA", "full": "FT"}
+SHORT = {"training.learning_rate": "lr"}
+REFERENCE = COMPARED_WITH[0]  # the glue table's difference columns: every other method minus this one (FT)
 
 
 # --- reading ------------------------------------------------------------------------------------------------
@@ -75,7 +77,7 @@ def run_rows(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     rows = []
     for path, record in records:
         best = record["best"]["metrics"]
-        lora = record.get("lora") or {}
+        settings = method_settings(record)
         params = record.get("params") or {}
         rows.append({
             "path": str(path.parent), "name": record.get("name", path.parent.name), "task": record["task"],
@@ -83,8 +85,8 @@ def run_rows(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "score": 100 * best[record["primary_metric"]],
             "score_mm": 100 * best[MM_KEY] if MM_KEY in best else math.nan,
             "lr": (record.get("config") or {}).get("training", {}).get("learning_rate", math.nan),
-            "r": lora.get("r", math.nan), "alpha": lora.get("alpha", math.nan),
-            "scaling_rule": lora.get("scaling_rule", ""),
+            "r": settings.get("r", math.nan), "alpha": settings.get("alpha", math.nan),
+            "scaling_rule": settings.get("scaling_rule", ""),
             "adapter": params.get("adapter"), "head": params.get("head"), "other": params.get("other"),
             "trainable": params.get("trainable"), "total": params.get("total"),
             "curve": [(e.get("epoch") or e["step"], 100 * e["metrics"][record["primary_metric"]])
@@ -94,8 +96,14 @@ def run_rows(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def method_settings(record: dict[str, Any]) -> dict[str, Any]:
+    """The method's recorded settings; records written before `method_settings` kept them under the method's
+    name (`lora`)."""
+    return record.get("method_settings") or record.get(record.get("method", "")) or {}
+
+
 def _flat_config(record: dict[str, Any]) -> dict[str, Any]:
-    """Dotted config keys that could distinguish settings; LoRA keys as effective values, none for full FT."""
+    """Dotted config keys that could distinguish settings; the method's as effective values (none for full FT)."""
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, value: Any) -> None:
@@ -105,10 +113,10 @@ def _flat_config(record: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[prefix[:-1]] = json.dumps(value, sort_keys=True)
 
-    walk("", {k: v for k, v in (record.get("config") or {}).items() if k not in IGNORED_KEYS | {"lora"}})
-    if record.get("lora"):
-        for key in ("r", "alpha", "scaling_rule"):
-            flat[f"lora.{key}"] = json.dumps(record["lora"].get(key))
+    walk("", {k: v for k, v in (record.get("config") or {}).items() if k not in IGNORED_KEYS | set(SECTIONS)})
+    for key, value in method_settings(record).items():
+        if key not in ("targets", "scaling"):  # resolved by PEFT / derived from r and alpha: not an axis
+            flat[f"method.{key}"] = json.dumps(value, sort_keys=True)
     return flat
 
 
@@ -129,7 +137,7 @@ def label_settings(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _short(key: str) -> str:
-    return SHORT.get(key, key.removeprefix("lora.").removeprefix("training."))
+    return SHORT.get(key, key.removeprefix("method.").removeprefix("training."))
 
 
 def _show(value: str | None) -> str:
@@ -167,7 +175,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         cell["paper_delta"] = cell["median"] - cell["paper"] if cell["paper"] is not None else None
         cells.append(cell)
     cells_df = pd.DataFrame(cells)
-    cells_df["lora_minus_ft"] = _lora_minus_ft(cells_df)
+    for reference in COMPARED_WITH:
+        cells_df[f"minus_{reference}"] = _minus(cells_df, reference)
     return cells_df.sort_values(["model", "method", "setting", "row"], key=_row_order, ignore_index=True)
 
 
@@ -178,13 +187,14 @@ def _one_or_range(values: pd.Series) -> str:
     return str(unique[0]) if len(unique) == 1 else f"{unique[0]}-{unique[-1]}"
 
 
-def _lora_minus_ft(cells: pd.DataFrame) -> list[float | None]:
-    """Median LoRA minus median FT for the same task and model, where each has a single setting."""
+def _minus(cells: pd.DataFrame, reference: str) -> list[float | None]:
+    """Median of each method minus the reference method's median for the same task and model, where each has a
+    single setting (None for the reference itself)."""
     single = cells[cells["setting"] == ""].set_index(["row", "model", "method"])["median"]
     out: list[float | None] = []
     for _, cell in cells.iterrows():
-        pair = [(cell["row"], cell["model"], m) for m in ("lora", "full")]
-        ok = cell["setting"] == "" and all(p in single.index for p in pair)
+        pair = [(cell["row"], cell["model"], cell["method"]), (cell["row"], cell["model"], reference)]
+        ok = cell["setting"] == "" and cell["method"] != reference and all(p in single.index for p in pair)
         out.append(single[pair[0]] - single[pair[1]] if ok else None)
     return out
 
@@ -210,17 +220,19 @@ def averages(cells: pd.DataFrame) -> pd.DataFrame:
                      "paper_delta": avg - paper_avg if paper_avg is not None else None})
     out = pd.DataFrame(rows)
     if not out.empty:
-        out["lora_minus_ft"] = [_average_gap(out, model) for model in out["model"]]
+        for reference in COMPARED_WITH:
+            out[f"minus_{reference}"] = [_average_gap(out, model, method, reference)
+                                         for model, method in zip(out["model"], out["method"])]
     return out
 
 
-def _average_gap(avgs: pd.DataFrame, model: str) -> float | None:
-    """LoRA average minus FT average for a model, only when both average the same tasks."""
+def _average_gap(avgs: pd.DataFrame, model: str, method: str, reference: str) -> float | None:
+    """A method's average minus the reference method's for a model, only when both average the same tasks."""
     by = avgs.set_index(["model", "method"])
-    if (model, "lora") not in by.index or (model, "full") not in by.index:
+    if method == reference or (model, method) not in by.index or (model, reference) not in by.index:
         return None
-    lora, full = by.loc[(model, "lora")], by.loc[(model, "full")]
-    return lora["median"] - full["median"] if lora["tasks"] == full["tasks"] else None
+    ours, ref = by.loc[(model, method)], by.loc[(model, reference)]
+    return ours["median"] - ref["median"] if ours["tasks"] == ref["tasks"] else None
 
 
 # --- Markdown -----------------------------------------------------------------------------------------------
@@ -244,22 +256,25 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def columns_of(cells: pd.DataFrame) -> list[tuple[str, str]]:
-    """(model, method) columns in a stable order: model, then FT before LoRA (as in Table 2)."""
+    """(model, method) columns in a stable order: model, then the registry's order (FT first, as in Table 2)."""
+    from glue_lora.methods import METHODS
+
+    order = {name: i for i, name in enumerate(METHODS)}
     pairs = {(m, k) for m, k in zip(cells["model"], cells["method"])}
-    return sorted(pairs, key=lambda p: (p[0], p[1] != "full", p[1]))
+    return sorted(pairs, key=lambda p: (p[0], order.get(p[1], len(order)), p[1]))
 
 
 def glue_table(cells: pd.DataFrame, avgs: pd.DataFrame) -> str:
     """Task rows x (model, method) columns, each with the paper's number and our difference when it exists."""
     columns = columns_of(cells)
-    models = sorted({m for m, _ in columns})
-    both = [m for m in models if (m, "lora") in columns and (m, "full") in columns]
+    # every method minus the reference (FT), per model where both ran
+    gaps = [(m, k) for m, k in columns if k != REFERENCE and (m, REFERENCE) in columns]
     header = ["task"]
     for model, method in columns:
-        header.append(f"{_short_model(model)} {METHOD_LABEL.get(method, method)}")
+        header.append(f"{_short_model(model)} {method_label(method)}")
         if paper.paper_model(model):
             header += ["paper", "Δ"]
-    header += [f"{_short_model(m)} LoRA − FT" for m in both]
+    header += [f"{_short_model(m)} {method_label(k)} − {method_label(REFERENCE)}" for m, k in gaps]
     index = cells.set_index(["row", "model", "method"])
     rows = []
     for row in sorted(cells["row"].unique(), key=lambda r: _row_order(pd.Series([r], name="row"))[0]):
@@ -270,9 +285,9 @@ def glue_table(cells: pd.DataFrame, avgs: pd.DataFrame) -> str:
             if paper.paper_model(model):
                 line += [fmt(cell["paper"]) if cell is not None else fmt(paper.paper_value(model, method, row)),
                          fmt(cell["paper_delta"], signed=True) if cell is not None else ""]
-        line += [fmt(_get(index, (row, m, "lora"), "lora_minus_ft"), signed=True) for m in both]
+        line += [fmt(_get(index, (row, m, k), f"minus_{REFERENCE}"), signed=True) for m, k in gaps]
         rows.append(line)
-    rows.append(_average_line(avgs, columns, both))
+    rows.append(_average_line(avgs, columns, gaps))
     return markdown_table(header, rows)
 
 
@@ -280,7 +295,7 @@ def _get(index: pd.DataFrame, key: tuple, column: str) -> Any:
     return index.at[key, column] if key in index.index else None
 
 
-def _average_line(avgs: pd.DataFrame, columns: list[tuple[str, str]], both: list[str]) -> list[str]:
+def _average_line(avgs: pd.DataFrame, columns: list[tuple[str, str]], gaps: list[tuple[str, str]]) -> list[str]:
     by = avgs.set_index(["model", "method"]) if not avgs.empty else pd.DataFrame()
     line = ["**average**"]
     for model, method in columns:
@@ -290,7 +305,7 @@ def _average_line(avgs: pd.DataFrame, columns: list[tuple[str, str]], both: list
         if paper.paper_model(model):
             line += [fmt(avg["paper"]) if avg is not None else "",
                      fmt(avg["paper_delta"], signed=True) if avg is not None else ""]
-    line += [fmt(_get(by, (m, "lora"), "lora_minus_ft"), signed=True) if not by.empty else "" for m in both]
+    line += [fmt(_get(by, (m, k), f"minus_{REFERENCE}"), signed=True) if not by.empty else "" for m, k in gaps]
     return line
 
 
@@ -300,7 +315,7 @@ def _short_model(model: str) -> str:
 
 def settings_table(cells: pd.DataFrame) -> str:
     """Every cell in long form (used when settings vary, e.g. a rank or learning-rate sweep)."""
-    rows = [[c["row"], _short_model(c["model"]), METHOD_LABEL.get(c["method"], c["method"]), c["setting"] or "-",
+    rows = [[c["row"], _short_model(c["model"]), method_label(c["method"]), c["setting"] or "-",
              str(c["n"]), fmt(c["median"]), fmt(c["mean"]), fmt(c["std"]), c["adapter"], c["head"]]
             for _, c in cells.iterrows()]
     return markdown_table(["task", "model", "method", "setting", "seeds", "median", "mean", "std", "adapter params",
@@ -313,7 +328,7 @@ def params_table(cells: pd.DataFrame) -> str:
     for model, method in columns_of(cells):
         group = cells[(cells["model"] == model) & (cells["method"] == method) & ~cells["row"].str.endswith("-mm")]
         heads = ", ".join(f"{t} {h}" for t, h in zip(group["row"], group["head"]))
-        rows.append([_short_model(model), METHOD_LABEL.get(method, method), _span(group["adapter"]), heads,
+        rows.append([_short_model(model), method_label(method), _span(group["adapter"]), heads,
                      _span(group["trainable"]), _span(group["total"]),
                      paper.TRAINABLE.get((paper.paper_model(model) or "", method), "")])
     return markdown_table(["model", "method", "adapter", "head (per task)", "trainable (all)", "total",
@@ -362,7 +377,7 @@ def completeness(cells: pd.DataFrame, bad: list[tuple[Path, dict[str, Any] | Non
         (r["model"], r["method"]) for r in readable if r.get("model") and r.get("method")}
     present = set(zip(primary["row"], primary["model"], primary["method"]))
     order = {t: i for i, t in enumerate(paper.TASK_ORDER)}
-    absent = [f"{t} {_short_model(m)} {METHOD_LABEL.get(k, k)}"
+    absent = [f"{t} {_short_model(m)} {method_label(k)}"
               for t in sorted(tasks, key=lambda t: (order.get(t, 99), t)) for m, k in sorted(columns)
               if (t, m, k) not in present]
     if absent:
@@ -389,8 +404,8 @@ def completeness_text(partial: list[str], cells: pd.DataFrame) -> str:
 
 
 def _cell_label(cell: pd.Series) -> str:
-    label = f"{cell['row']} {_short_model(cell['model'])} {METHOD_LABEL.get(cell['method'], cell['method'])}"
-    return label + (f" [{cell['setting']}]" if cell["setting"] else "")
+    text = f"{cell['row']} {_short_model(cell['model'])} {method_label(cell['method'])}"
+    return text + (f" [{cell['setting']}]" if cell["setting"] else "")
 
 
 def _listing(items: list[str], limit: int = 12) -> str:
@@ -398,17 +413,19 @@ def _listing(items: list[str], limit: int = 12) -> str:
 
 
 def method_differences(runs: pd.DataFrame) -> list[str]:
-    """Per (task, model) with both methods: the config values that differ between the LoRA and FT runs
-    besides the method itself, which the LoRA - FT difference then includes (e.g. another learning rate)."""
+    """Per (task, model, method) beside the reference (FT): the config values that differ from the reference
+    runs besides the method itself, which the difference then includes (e.g. another learning rate)."""
     lines = []
     for (task, model), group in runs.groupby(["task", "model"]):
-        if set(group["method"]) != {"lora", "full"}:
+        if REFERENCE not in set(group["method"]):
             continue
-        lora, full = (group[group["method"] == m].iloc[0]["flat"] for m in ("lora", "full"))
-        keys = sorted(k for k in set(lora) | set(full)
-                      if k != "method" and not k.startswith("lora.") and lora.get(k) != full.get(k))
-        diffs = ", ".join(f"{_short(k)} {_show(lora.get(k))} vs {_show(full.get(k))}" for k in keys)
-        lines.append(f"- {task}, {_short_model(model)}: {diffs or 'nothing else'}")
+        ref = group[group["method"] == REFERENCE].iloc[0]["flat"]
+        for method in sorted(set(group["method"]) - {REFERENCE}):
+            ours = group[group["method"] == method].iloc[0]["flat"]
+            keys = sorted(k for k in set(ours) | set(ref)
+                          if k != "method" and not k.startswith("method.") and ours.get(k) != ref.get(k))
+            diffs = ", ".join(f"{_short(k)} {_show(ours.get(k))} vs {_show(ref.get(k))}" for k in keys)
+            lines.append(f"- {task}, {_short_model(model)}, {method_label(method)}: {diffs or 'nothing else'}")
     return lines
 
 
@@ -421,9 +438,11 @@ def scaling_families(cells: pd.DataFrame) -> dict[str, pd.DataFrame]:
     least two ranks. One cell can belong to two families (r=8, alpha=16 is both 'alpha=2r' and 'alpha=16').
     """
     families: dict[str, pd.DataFrame] = {}
-    lora = cells[(cells["method"] == "lora") & cells["r"].notna()]
-    for rule, part in lora.groupby("scaling_rule"):
+    ranked = cells[cells["r"].notna() & cells["alpha"].notna()]  # methods with a rank and an alpha (LoRA family)
+    several = ranked["method"].nunique() > 1
+    for (method, rule), part in ranked.groupby(["method", "scaling_rule"]):
         rule_text = "alpha/sqrt(r) (rsLoRA)" if rule == "rslora" else "alpha/r"
+        rule_text += f", {method_label(method)}" if several else ""
         ratio = (part["alpha"] / part["r"]).round(6)
         for k, sub in part.groupby(ratio):
             if sub["r"].nunique() > 1 and sub["alpha"].nunique() > 1:
@@ -530,7 +549,7 @@ def plot_curves(runs: pd.DataFrame, out: Path) -> list[Path]:
             for i, (_, run) in enumerate(members.iterrows()):
                 xs, ys = zip(*run["curve"]) if run["curve"] else ((), ())
                 ax.plot(xs, ys, marker="o", ms=3, lw=1, alpha=0.7, color=colours[key],
-                        label=f"{_short_model(key[0])} {METHOD_LABEL.get(key[1], key[1])}" if i == 0 else None)
+                        label=f"{_short_model(key[0])} {method_label(key[1])}" if i == 0 else None)
         ax.set(xlabel="epoch", ylabel=f"{task} dev (primary metric, %)",
                title=f"{task}: learning curves, one line per run")
         ax.grid(alpha=0.3)
@@ -625,7 +644,7 @@ def build_report(runs_dir: Path, out: Path, title: str | None = None) -> dict[st
 
 
 CSV_COLUMNS = ["row", "model", "method", "setting", "n", "seeds", "median", "mean", "std", "min", "max", "paper",
-               "paper_delta", "lora_minus_ft", "lr", "r", "alpha", "scaling_rule", "adapter", "head", "trainable",
+               "paper_delta", *(f"minus_{m}" for m in COMPARED_WITH), "lr", "r", "alpha", "scaling_rule", "adapter", "head", "trainable",
                "total", "tasks"]
 
 
@@ -652,8 +671,10 @@ def render(title: str, runs: pd.DataFrame, cells: pd.DataFrame, avgs: pd.DataFra
                   "that rank. The verdict is computed from this table.", lr_rank_text]
     differences = method_differences(runs)
     if differences:
-        parts += ["## What else differs between LoRA and FT (LoRA value vs FT value)\n\n" + "\n".join(differences)]
-    parts += ["## Trainable parameters\n\nAdapter (LoRA A/B) and head (task classifier, plus DeBERTa's pooler) "
+        parts += [f"## What else differs from {method_label(REFERENCE)} (method value vs {method_label(REFERENCE)} value)\n\n"
+                  + "\n".join(differences)]
+    parts += ["## Trainable parameters\n\nAdapter (the method's own tensors, e.g. LoRA A/B) and head (task "
+              "classifier, plus DeBERTa's pooler) "
               "are counted apart; the paper's column excludes the head.", params_table(cells)]
     parts += ["## Runs left out\n\n" + (problems_table(bad, runs_dir) if bad else "None: every run finished.")]
     parts += ["## Plots\n\n" + "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in plots)]

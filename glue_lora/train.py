@@ -25,7 +25,9 @@ from glue_lora.config import BatchPlan, RunConfig, plan_batch
 from glue_lora.data import load_glue, require_training_splits
 from glue_lora.errors import UsageError
 from glue_lora.metrics import trainer_metrics_fn
-from glue_lora.modeling import count_parameters, head_parameters, init_from_run, load_model, load_tokenizer
+from glue_lora.methods import get_method
+from glue_lora.modeling import (count_parameters, head_parameters, init_from_run, load_model, load_tokenizer,
+                                save_trained)
 from glue_lora.progress import attach_progress
 from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
                                summarise_evals, versions, write_json_atomic)
@@ -66,10 +68,11 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
         encoded = tokenise(splits, task, tokenizer, config, source)
     record["data"] = {"source": source, "rows": {k: len(v) for k, v in encoded.items()}}
     set_seed(config.seed)  # the head's random init depends on it
-    model, head = load_model(config, task)
+    model, head = load_model(config, task, total_steps(args, len(encoded["train"])))
     if config.init_from:
-        record["init_from"] = {"run": config.init_from, "tensors": len(init_from_run(model, config.init_from, config.init_modules))}
-    record["params"] = count_parameters(model, head)
+        loaded = init_from_run(model, config.init_from, config.init_modules, config.method, head)
+        record["init_from"] = {"run": config.init_from, "tensors": len(loaded)}
+    record["params"] = count_parameters(model, head, config.method)
     record["head_modules"] = head_parameters(model, head)  # which modules train as the head, and their sizes
     log_plan(config, args, len(encoded["train"]), record)
     trainer = build_trainer(config, task, args, model, tokenizer, encoded, record)
@@ -80,7 +83,8 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
         trainer.evaluate()  # the record needs the final model's score even when the cadence missed it
     if args.process_index == 0:
         finish_record(record, trainer, task, output.metrics, encoded["train"], resume)
-        trainer.save_model(str(config.run_dir))
+        if not save_trained(trainer.model, config.run_dir, config):  # BitFit saves its trained tensors only
+            trainer.save_model(str(config.run_dir))
         tokenizer.save_pretrained(str(config.run_dir))
         write_json_atomic(config.run_dir / RESULTS_FILE, record)
         log.debug("results: %s", config.run_dir / RESULTS_FILE)
@@ -192,9 +196,12 @@ def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, mo
                   encoded: datasets.DatasetDict, record: dict) -> Trainer:
     eval_sets = {name: encoded[name] for name in task.eval_splits if name in encoded}
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    method = get_method(config.method)
+    optimizer = method.optimizer(model, config, args) if method.optimizer else None  # e.g. LoRA+'s lr groups
+    extra = method.callbacks(model, config) if method.callbacks else []  # e.g. AdaLoRA's rank allocation
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
                       data_collator=collator, processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
-                      callbacks=[RecordCallback(config.run_dir, task, record)])
+                      callbacks=[RecordCallback(config.run_dir, task, record), *extra], optimizers=(optimizer, None))
     return attach_progress(trainer, config.training.get("disable_tqdm"))  # a bar on a terminal, else lines
 
 
@@ -211,24 +218,29 @@ class RecordCallback(TrainerCallback):
 
 
 def new_record(config: RunConfig, task: TaskSpec, plan: BatchPlan, args: TrainingArguments) -> dict[str, Any]:
-    lora = None
-    if config.method == "lora":
-        lora = {"r": config.lora.r, "alpha": config.lora.effective_alpha, "scaling_rule": config.lora.scaling,
-                "scaling": config.lora.effective_scaling, "dropout": config.lora.dropout,
-                "targets": config.lora.target_modules}
+    method = get_method(config.method)
+    settings = method.record(config)  # the method's effective settings (glue_lora.methods)
     return {"status": "running", "name": config.run_name, "task": task.name, "method": config.method,
-            "model": config.model, "seed": config.seed, "primary_metric": task.primary_key, "lora": lora,
+            "model": config.model, "seed": config.seed, "primary_metric": task.primary_key,
+            "method_settings": settings,
+            # also under the first section's name: records before method_settings had a `lora` key
+            **({method.sections[0]: settings} if method.sections else {}),
             "batch": {"global": plan.global_batch, "per_device": plan.per_device, "accumulation": plan.accumulation,
                       "processes": plan.world_size},
             "config": config.to_dict(), "versions": versions(), "git": git_state(), "machine": machine(),
             "started": time.time(), "evals": []}
 
 
-def log_plan(config: RunConfig, args: TrainingArguments, n_train: int, record: dict) -> None:
+def total_steps(args: TrainingArguments, n_train: int) -> int:
+    """Optimizer steps the run will take (AdaLoRA's schedule needs it before the model is built)."""
     batches = math.ceil(n_train / (args.per_device_train_batch_size * args.world_size))
     # Trainer counts a last partial accumulation window as a step (ceil), so the plan must too
     per_epoch = max(1, math.ceil(batches / args.gradient_accumulation_steps))
-    total = args.max_steps if args.max_steps > 0 else math.ceil(per_epoch * args.num_train_epochs)
+    return args.max_steps if args.max_steps > 0 else math.ceil(per_epoch * args.num_train_epochs)
+
+
+def log_plan(config: RunConfig, args: TrainingArguments, n_train: int, record: dict) -> None:
+    total = total_steps(args, n_train)
     record["batch"].update(total_steps=total, warmup_steps=args.get_warmup_steps(total))
     log.debug("config:\n%s", yaml.safe_dump(config.to_dict(), sort_keys=False))
     log.info("global batch %d = %d per device x %d accumulation x %d processes; %d optimizer steps, %d warmup",
@@ -242,8 +254,10 @@ def finish_record(record: dict, trainer: Trainer, task: TaskSpec, train_metrics:
     evals = summarise_evals(trainer.state.log_history, task.eval_splits)
     mean_tokens = sum(train_set["length"]) / max(1, len(train_set))
     samples_per_s = train_metrics.get("train_samples_per_second", 0.0)
-    if record["lora"] is not None:
-        record["lora"]["targets"] = sorted(trainer.model.peft_config["default"].target_modules)
+    peft_config = getattr(trainer.model, "peft_config", {}).get("default")
+    if record["method_settings"] is not None and peft_config is not None:  # the targets PEFT resolved
+        targets = peft_config.target_modules
+        record["method_settings"]["targets"] = sorted(targets) if not isinstance(targets, str) else targets
     record.update(
         status="success", evals=evals, best=pick_best(evals, task.primary_key), final=evals[-1] if evals else None,
         timing={"train_seconds": train_metrics.get("train_runtime"), "train_samples_per_second": samples_per_s,

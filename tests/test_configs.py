@@ -17,7 +17,8 @@ from glue_lora import cli
 from glue_lora.config import (RunConfig, config_dependencies, init_run_dir, load_config, plan_batch,
                                resolve_init_from)
 from glue_lora.errors import UsageError
-from glue_lora.modeling import FAMILIES, add_lora, count_parameters, head_modules, init_from_run, load_model
+from glue_lora.method_builders import add_lora
+from glue_lora.modeling import FAMILIES, count_parameters, head_modules, init_from_run, load_model
 from glue_lora.results import write_json_atomic
 from glue_lora.sweep import load_sweep, plan_sweep
 from glue_lora.tasks import get_task
@@ -422,8 +423,8 @@ def test_init_from_config_must_exist_and_run_dirs_still_work(tmp_path):
 
 
 def test_family_defaults_for_mnli_init():
-    assert FAMILIES["roberta"].init_modules == ("lora",)  # head dropped: label counts differ (reference 7.6)
-    assert FAMILIES["deberta-v2"].init_modules == ("lora", "pooler")
+    assert FAMILIES["roberta"].init_modules == ("adapter",)  # head dropped: label counts differ (reference 7.6)
+    assert FAMILIES["deberta-v2"].init_modules == ("adapter", "pooler")
 
 
 # --- glue-lora configs ------------------------------------------------------------------------------------
@@ -443,7 +444,7 @@ def test_glue_lora_configs_lists_every_config(capsys, monkeypatch):
     assert not any("/accelerate/" in f or "/sweeps/" in f or f.endswith("base.yaml") for f in rows)
     rte = rows["configs/deberta-v2-xxlarge/lora/rte.yaml"]
     assert rte["init_from"] == "configs/deberta-v2-xxlarge/lora/mnli.yaml"
-    assert rte["init_modules"] == ["lora", "pooler"] and rte["target_modules"] == ["query_proj", "value_proj"]
+    assert rte["init_modules"] == ["adapter", "pooler"] and rte["target_modules"] == ["query_proj", "value_proj"]
     assert rte["warmup"] == "50 steps" and rte["scaling"] == "2 (alpha/r)"
     assert rows["configs/roberta-base/lora/cola.yaml"]["per_device_rule"].startswith("<= 32 per device (1 proc: 32 x 2")
 

@@ -44,7 +44,7 @@ def test_all_errors_reported_at_once_with_closest_keys():
     message = str(err.value)
     assert "\n" not in message
     for part in ["unknown task 'sst' (did you mean: sst2", "unknown key lerning_rate (did you mean: training.learning_rate?)", "unknown key lora.rank (did you mean: lora.r?)",
-                 "method='adapter' must be one of lora, full", "training.evaluation_strategy no longer exists in transformers 5; use training.eval_strategy",
+                 "method='adapter' must be one of full, lora, dora", "training.evaluation_strategy no longer exists in transformers 5; use training.eval_strategy",
                  "unknown key training.num_train_epoch (did you mean: num_train_epochs", "seed='abc' should be int"]:
         assert part in message
 

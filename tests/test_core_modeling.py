@@ -83,9 +83,9 @@ def test_dotted_target_suffix_is_accepted_like_peft(tiny_roberta):
 
 
 def test_unknown_head_module_is_an_error_not_a_frozen_head(tiny_roberta):
-    message = r"lora.modules_to_save \['clasifier'\] are not modules .*top-level modules are: roberta, classifier"
+    message = r"head_modules \['clasifier'\] are not modules .*top-level modules are: roberta, classifier"
     with pytest.raises(UsageError, match=message):
-        build(tiny_roberta, "rte", "lora.modules_to_save=[clasifier]")
+        build(tiny_roberta, "rte", "head_modules=[clasifier]")
 
 
 @pytest.mark.parametrize("overrides, scaling", [([], 2.0), (["lora.alpha=8"], 1.0),

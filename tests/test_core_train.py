@@ -33,8 +33,10 @@ def test_lora_run_writes_complete_record_and_adapter(tiny_roberta, glue_dir, tmp
     assert read_results(run_dir) == json.loads(json.dumps(record, default=str))
     assert record["status"] == "success" and record["task"] == "rte" and record["method"] == "lora"
     assert record["params"]["adapter"] == 2048 and record["params"]["head"] == 1122
-    assert record["lora"] == {"r": 8, "alpha": 16.0, "scaling_rule": "alpha/r", "scaling": 2.0, "dropout": 0.0,
-                              "targets": ["query", "value"]}
+    assert record["method_settings"] == {"r": 8, "alpha": 16.0, "scaling_rule": "alpha/r", "scaling": 2.0,
+                                         "dropout": 0.0, "targets": ["query", "value"], "use_dora": False,
+                                         "init": "default"}
+    assert record["lora"] == record["method_settings"]  # the key records had before the method registry
     assert [e["epoch"] for e in record["evals"]] == [1.0, 2.0]  # every epoch, 64/16 = 4 steps each
     assert [e["step"] for e in record["evals"]] == [4, 8]
     assert record["final"] == record["evals"][-1]
@@ -64,7 +66,7 @@ def test_finished_run_is_not_overwritten(tiny_roberta, glue_dir, tmp_path):
 
 def test_full_finetuning_same_path_saves_full_model(tiny_deberta, glue_dir, tmp_path):
     record = run(tiny_config(tiny_deberta, glue_dir, tmp_path, "stsb", "method=full", "training.learning_rate=1e-4"))
-    assert record["method"] == "full" and record["lora"] is None
+    assert record["method"] == "full" and record["method_settings"] is None and "lora" not in record
     assert record["params"]["trainable"] == record["params"]["total"]
     assert (tmp_path / "run" / "model.safetensors").exists()
     assert set(record["final"]["metrics"]) >= {"validation/pearson", "validation/spearmanr", "validation/combined_score"}

@@ -111,7 +111,7 @@ def test_cells_follow_the_protocol(glue_runs, tmp_path_factory):
     assert mm["median"] == pytest.approx(100 * (best[("mnli", "lora")][0] - 0.01))
     assert mm["paper"] == paper.MNLI_MM[("roberta-base", "lora")]
     lora_rte, full_rte = (statistics.median(pct(best[("rte", m)])) for m in ("lora", "full"))
-    assert cells.loc[("rte", "lora")]["lora_minus_ft"] == pytest.approx(lora_rte - full_rte)
+    assert cells.loc[("rte", "lora")]["minus_full"] == pytest.approx(lora_rte - full_rte)
 
 
 def test_averages_and_paper_average_over_the_same_tasks(glue_runs, tmp_path_factory):
@@ -126,7 +126,7 @@ def test_averages_and_paper_average_over_the_same_tasks(glue_runs, tmp_path_fact
         assert avgs.loc[method, "median"] == pytest.approx(ours)
         assert avgs.loc[method, "paper"] == pytest.approx(theirs)
         assert avgs.loc[method, "paper_delta"] == pytest.approx(ours - theirs)
-    assert avgs.loc["lora", "lora_minus_ft"] == pytest.approx(avgs.loc["lora", "median"] - avgs.loc["full", "median"])
+    assert avgs.loc["lora", "minus_full"] == pytest.approx(avgs.loc["lora", "median"] - avgs.loc["full", "median"])
 
 
 def test_outputs_markdown_csv_and_plots(glue_runs, tmp_path_factory, capsys):
@@ -234,7 +234,7 @@ def test_config_differences_between_methods_are_stated(tmp_path):
     write(tmp_path, make_record("rte", "roberta-base", "lora", 0, [0.7], lr=5e-4))
     write(tmp_path, make_record("rte", "roberta-base", "full", 0, [0.6], lr=2e-5))
     build_report(tmp_path, tmp_path / "report")
-    assert "- rte, roberta-base: lr 5e-4 vs 2e-5" in (tmp_path / "report" / "report.md").read_text()
+    assert "- rte, roberta-base, LoRA: lr 5e-4 vs 2e-5" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_lr_plot_only_when_a_method_varies_lr(tmp_path):
@@ -267,10 +267,10 @@ def test_glue_numbers_by_hand(glue_runs, tmp_path_factory):
         assert (cell["median"], cell["mean"], cell["paper"], cell["paper_delta"]) == pytest.approx(
             (median, mean, theirs, delta), abs=1e-9), key
         assert cell["std"] == pytest.approx(std, abs=1e-9, nan_ok=True), key
-    assert [cells.loc[(t, "lora"), "lora_minus_ft"] for t in ("rte", "cola", "mnli")] == pytest.approx([8, 2, -1])
+    assert [cells.loc[(t, "lora"), "minus_full"] for t in ("rte", "cola", "mnli")] == pytest.approx([8, 2, -1])
     avgs = result["averages"].set_index("method")
     # ours: (83 + 63 + 86) / 3 and (75 + 61 + 87) / 3; paper: (86.6 + 63.4 + 87.5) / 3 and (78.7 + 63.6 + 87.6) / 3
-    assert list(avgs.loc["lora", ["median", "paper", "paper_delta", "lora_minus_ft"]]) == pytest.approx(
+    assert list(avgs.loc["lora", ["median", "paper", "paper_delta", "minus_full"]]) == pytest.approx(
         [232 / 3, 237.5 / 3, -5.5 / 3, 3.0])
     assert list(avgs.loc["full", ["median", "paper", "paper_delta"]]) == pytest.approx([223 / 3, 229.9 / 3, -2.3])
     lines = (out / "report.md").read_text().splitlines()
