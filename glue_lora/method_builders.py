@@ -6,6 +6,10 @@ Every builder takes (model, config, head modules, total optimizer steps or None)
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+
 import torch
 from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, VeraConfig, get_peft_model
 from transformers import TrainerCallback
@@ -36,7 +40,26 @@ def add_lora(config: RunConfig, model: torch.nn.Module, head: list[str]) -> Peft
         lora_dropout=settings.dropout, target_modules=targets, modules_to_save=list(head),  # PEFT extends this list in place
         use_rslora=settings.scaling == "rslora", use_dora=settings.use_dora,
         init_lora_weights=True if settings.init == "default" else settings.init)
-    return get_peft_model(model, lora_config)
+    model = get_peft_model(model, lora_config)
+    if settings.init.startswith(("pissa", "olora")):
+        keep_initial_adapter(model)
+    return model
+
+
+# PiSSA and OLoRA move the principal part of each adapted weight into A/B and leave the base weight as the
+# residual, so an adapter saved as-is only fits that modified base. PEFT's remedy: keep the initial adapter
+# and convert at save time into a plain LoRA delta (rank 2r) that fits the original checkpoint.
+INITIAL_ADAPTER = "glue_lora_initial_adapter"
+
+
+def keep_initial_adapter(model: PeftModel) -> None:
+    folder = tempfile.mkdtemp(prefix="glue-lora-initial-adapter-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    config = model.peft_config["default"]
+    init, config.init_lora_weights = config.init_lora_weights, True  # saved as a plain-LoRA starting point
+    model.save_pretrained(folder)
+    config.init_lora_weights = init
+    setattr(model, INITIAL_ADAPTER, folder)
 
 
 def bitfit(model: torch.nn.Module, config: RunConfig, head: list[str], steps: int | None) -> torch.nn.Module:

@@ -257,8 +257,13 @@ def _wanted(key: str, modules: list[str], is_adapter) -> bool:
 def save_trained(model: torch.nn.Module, run_dir: str | Path, config: RunConfig) -> bool:
     """Save only the trained tensors of a model PEFT does not manage, with a small config naming the base.
 
-    Returns False (nothing written) for PEFT models and full fine-tuning, which Trainer.save_model covers.
+    Returns False (nothing written) for PEFT models and full fine-tuning, which Trainer.save_model covers, except
+    PiSSA/OLoRA adapters: saved converted to a plain LoRA delta that fits the original base weights.
     """
+    initial = getattr(model, "glue_lora_initial_adapter", None)  # set by method_builders.keep_initial_adapter
+    if isinstance(model, PeftModel) and initial:
+        _save_as_plain_lora(model, Path(run_dir), Path(initial))
+        return True
     if isinstance(model, PeftModel) or get_method(config.method).own_adapter is None:
         return False
     state = {name: param.detach().contiguous() for name, param in model.named_parameters() if param.requires_grad}
@@ -267,6 +272,25 @@ def save_trained(model: torch.nn.Module, run_dir: str | Path, config: RunConfig)
         {"method": config.method, "base_model": config.model, "model_config": config.model_config,
          "tensors": len(state)}, indent=2))
     return True
+
+
+def _save_as_plain_lora(model: PeftModel, run_dir: Path, initial: Path) -> None:
+    """PiSSA/OLoRA trained A, B from initial A0, B0 on a residual base: the update is BA - B0A0 =
+    [B | -B0][A ; A0], a rank-2r LoRA on the original weights (scaling kept: alpha doubles with r, or x sqrt 2
+    for rsLoRA). PEFT's own conversion (path_initial_model_for_weight_conversion) fails with modules_to_save."""
+    model.save_pretrained(str(run_dir))
+    trained, start = load_file(run_dir / "adapter_model.safetensors"), load_file(initial / "adapter_model.safetensors")
+    for key in trained:
+        if ".lora_A." in key:
+            trained[key] = torch.cat([trained[key], start[key]], dim=0)
+        elif ".lora_B." in key:
+            trained[key] = torch.cat([trained[key], -start[key]], dim=1)
+    save_file(trained, str(run_dir / "adapter_model.safetensors"))
+    config_file = run_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config.update(r=2 * config["r"], init_lora_weights=True,
+                  lora_alpha=config["lora_alpha"] * (2 ** 0.5 if config.get("use_rslora") else 2))
+    config_file.write_text(json.dumps(config, indent=2))
 
 
 def load_trained(base: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module:

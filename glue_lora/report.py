@@ -89,6 +89,8 @@ def run_rows(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "scaling_rule": settings.get("scaling_rule", ""),
             "adapter": params.get("adapter"), "head": params.get("head"), "other": params.get("other"),
             "trainable": params.get("trainable"), "total": params.get("total"),
+            "train_seconds": (record.get("timing") or {}).get("train_seconds"),
+            "peak_rss_mb": (record.get("peak_memory_mb") or {}).get("rss"),
             "curve": [(e.get("epoch") or e["step"], 100 * e["metrics"][record["primary_metric"]])
                       for e in record.get("evals", []) if record["primary_metric"] in e["metrics"]],
             "flat": _flat_config(record),
@@ -633,14 +635,19 @@ def build_report(runs_dir: Path, out: Path, title: str | None = None) -> dict[st
     avgs = averages(cells)
     lr_rank_text, verdicts = lr_rank_section(cells)
     partial = completeness(cells, bad, verdicts)
+    from glue_lora import compare  # the method comparison builds on this module's helpers
+
+    diffs = compare.differences(runs)
     plots = plot_curves(runs, out / "plots") + plot_lr_rank(cells, out / "plots")
+    plots += compare.plot_differences(diffs, out / "plots")
     write_csv(cells, avgs, out / "results.csv")
     text = render(title or runs_dir.name, runs, cells, avgs, lr_rank_text, bad, plots, runs_dir, out,
-                  completeness_text(partial, cells))
+                  completeness_text(partial, cells), compare.sections(runs, diffs))
     text += "\n" + provenance([r for _, r in records if r]) + "\n"
     (out / "report.md").write_text(text)
     log.info("wrote %s, %s and %d plots", out / "report.md", out / "results.csv", len(plots))
-    return {"cells": cells, "averages": avgs, "verdicts": verdicts, "plots": plots, "bad": bad, "partial": partial}
+    return {"cells": cells, "averages": avgs, "verdicts": verdicts, "plots": plots, "bad": bad, "partial": partial,
+            "differences": diffs}
 
 
 CSV_COLUMNS = ["row", "model", "method", "setting", "n", "seeds", "median", "mean", "std", "min", "max", "paper",
@@ -654,7 +661,8 @@ def write_csv(cells: pd.DataFrame, avgs: pd.DataFrame, path: Path) -> None:
 
 
 def render(title: str, runs: pd.DataFrame, cells: pd.DataFrame, avgs: pd.DataFrame, lr_rank_text: str,
-           bad: list, plots: list[Path], runs_dir: Path, out: Path, status: str = "") -> str:
+           bad: list, plots: list[Path], runs_dir: Path, out: Path, status: str = "",
+           comparison: list[str] = ()) -> str:
     varied = (cells["setting"] != "").any()
     parts = [f"# {title}", *([status] if status else []), _protocol_text(runs, bad)]
     if not varied:
@@ -669,6 +677,7 @@ def render(title: str, runs: pd.DataFrame, cells: pd.DataFrame, avgs: pd.DataFra
         parts += ["## Learning rate × rank\n\nFor each alpha rule (found from the runs' recorded r, alpha and "
                   "scaling), the median best score per (rank, learning rate); bold: the best learning rate for "
                   "that rank. The verdict is computed from this table.", lr_rank_text]
+    parts += list(comparison)  # glue_lora.compare: which differences are real, cost, paper-only rows
     differences = method_differences(runs)
     if differences:
         parts += [f"## What else differs from {method_label(REFERENCE)} (method value vs {method_label(REFERENCE)} value)\n\n"

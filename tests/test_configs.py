@@ -17,6 +17,7 @@ from glue_lora import cli
 from glue_lora.config import (RunConfig, config_dependencies, init_run_dir, load_config, plan_batch,
                                resolve_init_from)
 from glue_lora.errors import UsageError
+from glue_lora.methods import METHODS
 from glue_lora.method_builders import add_lora
 from glue_lora.modeling import FAMILIES, count_parameters, head_modules, init_from_run, load_model
 from glue_lora.results import write_json_atomic
@@ -52,7 +53,7 @@ def test_every_yaml_loads_and_validates(path):
         for run in runs:
             assert run.config_path.is_file(), run.config_path
             config = load_config(run.config_path, run.arguments()[1:])
-            assert config.model and config.method in ("lora", "full")
+            assert config.model and config.method in METHODS
             # the command line adds only name and output_dir to the config the sweep planned
             assert {**config.to_dict(), "name": None, "output_dir": None} == run.config.to_dict(), run.name
             assert config.run_name == run.name and config.run_dir == run.run_dir
@@ -68,7 +69,7 @@ def test_every_yaml_loads_and_validates(path):
         return
     # a base.yaml is a partial: it only has to validate once a task is given
     config = load_config(path, ["task=sst2"] if path.name == "base.yaml" else [])
-    assert config.model and config.method in ("lora", "full")
+    assert config.model and config.method in METHODS
 
 
 # The released launch scripts (reference tables 1.2-1.4), transcribed independently of the YAML:
@@ -273,6 +274,26 @@ def test_exact_lora_parameter_counts_on_the_real_architecture(model_dir):
     head = head_modules(config, model, [])
     counts = count_parameters(add_lora(config, model, head), head)  # the harness's own LoRA code path
     assert (counts["adapter"], counts["head"], counts["other"]) == (*EXPECTED_COUNTS[model_dir], 0)
+
+
+def test_exact_bitfit_count_on_roberta_base_is_the_papers_row():
+    """Table 2's BitFit row says 0.1M (head excluded): every bias of roberta-base, counted exactly."""
+    config = load_config(CONFIGS / "roberta-base" / "bitfit" / "mnli.yaml")
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(ARCHITECTURES["roberta-base"](3))
+    head = head_modules(config, model, [])
+    counts = count_parameters(load_method(config, model, head), head, "bitfit")
+    layer = 4 * 768 + 768 + 3072 + 768 + 768  # q/k/v/o, attention LayerNorm, FFN in/out, output LayerNorm
+    assert counts["adapter"] == 12 * layer + 768 == 102_144  # + the embeddings' LayerNorm bias; 0.1M
+    assert (counts["head"], counts["other"]) == (EXPECTED_COUNTS["roberta-base"][1], 0)
+    assert (config.method, config.init_from, config.training["learning_rate"]) == ("bitfit", None, 1e-3)
+    assert config.training["num_train_epochs"] == 30 and config.global_batch_size == 128  # the LoRA script's
+
+
+def load_method(config: RunConfig, model, head):
+    from glue_lora.methods import get_method
+
+    return get_method(config.method).build(model, config, head, None)
 
 
 # --- MNLI-init ----------------------------------------------------------------------------------------------

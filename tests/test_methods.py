@@ -137,6 +137,17 @@ def test_two_steps_save_reload_identical_logits(method, tiny_roberta, glue_dir, 
                           "trainable_model.safetensors" if method == "bitfit" else "adapter_model.safetensors")
 
 
+@pytest.mark.parametrize("init", ["pissa_niter_2", "olora"])
+def test_pissa_and_olora_adapters_reload_onto_the_original_base(init, tiny_roberta, glue_dir, tmp_path, monkeypatch):
+    # both rewrite the base weights at init; the saved adapter is converted back to a delta on the original ones
+    config = config_for(tiny_roberta, "lora", f"lora.init={init}", f"data_dir={glue_dir}",
+                        f"output_dir={tmp_path / 'run'}", *TINY_RUN)
+    _, trained = run_capturing_model(config, monkeypatch)
+    expected = logits(trained, tiny_roberta)
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_roberta, num_labels=2)
+    assert torch.allclose(logits(load_trained(base, tmp_path / "run"), tiny_roberta), expected, atol=1e-4)
+
+
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "full"])
 def test_mnli_init_carries_exactly_the_adapter_tensors(method, tiny_roberta, glue_dir, tmp_path, monkeypatch):
     mnli = load_config(None, ["task=mnli", f"model={tiny_roberta}", f"method={method}", f"data_dir={glue_dir}",
