@@ -1,25 +1,42 @@
-# Quick start (a fresh machine, offline, CPU):  make demo   |   make test
-# The venv is created on first use and refreshed when pyproject.toml changes.
+# Quick start (a fresh machine, CPU or GPU):  make demo   |   make test
+# The venv is created on first use and refreshed when pyproject.toml or constraints.txt changes. Everything
+# installs at the exact tested versions of constraints.txt; `make test-latest` tries the newest releases.
 PYTHON ?= python3
-VENV := .venv
-PY := $(VENV)/bin/python
-# No NVIDIA GPU: pin the CPU torch wheel first (on this kind of machine pip finds it on local disk, in seconds).
-# With a GPU, pip resolves torch from pyproject's range to a CUDA build. Override with TORCH_SPEC=...
-TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "" || echo "torch==2.13.0")
+VENV ?= .venv
+PY = $(VENV)/bin/python
+PIP = $(PY) -m pip
+# `none`: resolve the newest releases (test-latest)
+CONSTRAINTS ?= constraints.txt
+PIN = $(if $(filter none,$(CONSTRAINTS)),,-c $(CONSTRAINTS))
+# torch: with an NVIDIA GPU, pip's default index (a CUDA build). Without one, the CPU build: first from
+# wherever pip's own configuration already provides it (find-links, a mirror: seconds, offline), else from
+# PyTorch's CPU index (about 200 MB, where PyPI's Linux wheel pulls the multi-GB CUDA stack). torch's own
+# dependencies then come with the package install below, from pip's usual index.
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+EXTRAS ?= dev
 
-.PHONY: demo test test-all install clean
+.PHONY: demo test test-all test-latest install torch lock clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(if $(TORCH_SPEC),$(PY) -m pip install -q "$(TORCH_SPEC)")
-	$(PY) -m pip install -q -e ".[dev,demo]"
+$(VENV)/.installed: pyproject.toml $(filter-out none,$(CONSTRAINTS))
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(MAKE) --no-print-directory torch VENV=$(VENV) CONSTRAINTS=$(CONSTRAINTS)
+	$(PIP) install -q $(PIN) -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
 
+torch:
+ifeq ($(HAS_GPU),yes)
+	$(PIP) install -q --no-deps $(PIN) torch
+else
+	$(PIP) install -q --no-deps --no-index $(PIN) torch 2>/dev/null \
+		|| $(PIP) install -q --no-deps $(PIN) torch --index-url $(TORCH_CPU_INDEX)
+endif
+
 demo: $(VENV)/.installed
-	$(PY) run_glue.py configs/demo.yaml resume=true   # a finished demo reports its result instead of refusing
+	@$(PY) run_glue.py configs/demo.yaml resume=true   # a finished demo reports its result instead of refusing
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
@@ -27,5 +44,15 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(PY) -m pytest -q -m ""
 
+# The default suite against the newest releases pip can reach, in a fresh .venv-latest: run it where the
+# package index is reachable, to meet a breaking release before users do.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) --no-print-directory test VENV=.venv-latest CONSTRAINTS=none
+
+# Rewrite constraints.txt from .venv (after the suite passed on an upgraded set of packages).
+lock: $(VENV)/.installed
+	$(PY) tools/write_constraints.py
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf .venv .venv-latest runs build

@@ -526,7 +526,10 @@ def _pivot_markdown(family: pd.DataFrame, best: pd.DataFrame) -> str:
 # --- plots --------------------------------------------------------------------------------------------------
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as err:  # an optional extra: the base install stays lighter without it
+        raise UsageError("glue-lora report draws its plots with matplotlib: pip install 'glue-lora[report]'") from err
 
     matplotlib.use("Agg")  # files only: no display on servers and in tests
     import matplotlib.pyplot as plt
