@@ -15,24 +15,29 @@ PIN = $(if $(filter none,$(CONSTRAINTS)),,-c $(CONSTRAINTS))
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
 EXTRAS ?= dev
+# -qq: pip's errors only (its warnings about this machine's index configuration would drown the demo's output)
+PIPQ ?= -qq
 
 .PHONY: demo test test-all test-latest install torch lock clean
 
 $(VENV)/.installed: pyproject.toml $(filter-out none,$(CONSTRAINTS))
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(MAKE) --no-print-directory torch VENV=$(VENV) CONSTRAINTS=$(CONSTRAINTS)
-	$(PIP) install -q $(PIN) -e ".[$(EXTRAS)]"
-	touch $@
+	@echo "installing into $(VENV): torch, then glue-lora[$(EXTRAS)] $(if $(PIN),at the tested versions ($(CONSTRAINTS)),at the newest versions)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install $(PIPQ) --upgrade pip
+	@$(MAKE) --no-print-directory torch VENV=$(VENV) CONSTRAINTS=$(CONSTRAINTS)
+	@$(PIP) install $(PIPQ) $(PIN) -e ".[$(EXTRAS)]"
+	@touch $@
 
 install: $(VENV)/.installed
 
 torch:
 ifeq ($(HAS_GPU),yes)
-	$(PIP) install -q --no-deps $(PIN) torch
+	@echo "torch: the CUDA build from pip's index"
+	@$(PIP) install $(PIPQ) --no-deps $(PIN) torch
 else
-	$(PIP) install -q --no-deps --no-index $(PIN) torch 2>/dev/null \
-		|| $(PIP) install -q --no-deps $(PIN) torch --index-url $(TORCH_CPU_INDEX)
+	@$(PIP) install $(PIPQ) --no-deps --no-index $(PIN) torch 2>/dev/null && echo "torch: the CPU build pip's configuration provides" \
+		|| { echo "torch: the CPU build from $(TORCH_CPU_INDEX)"; \
+		     $(PIP) install $(PIPQ) --no-deps $(PIN) torch --index-url $(TORCH_CPU_INDEX); }
 endif
 
 demo: $(VENV)/.installed

@@ -75,6 +75,8 @@ def quiet_libraries() -> None:
     """Apply the quiet settings to libraries already imported (env variables only reach later imports)."""
     if current_verbosity() > 0:
         return
+    if "datasets" in sys.modules:  # imported before configure() ran (a test, a notebook): the env var came late
+        sys.modules["datasets"].disable_progress_bars()
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:

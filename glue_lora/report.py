@@ -34,6 +34,15 @@ HELP = "summarise every results.json under a directory: Markdown + CSV tables an
 MM_KEY = "validation_mismatched/accuracy"
 # Config keys that never distinguish settings: identity, bookkeeping, or where the data came from.
 IGNORED_KEYS = {"seed", "name", "output_dir", "resume", "overwrite", "notes", "init_from", "data_dir", "task"}
+# Trainer options that cannot change a result (output, tracking, evaluation batching, data loading workers):
+# runs that differ only in these are one setting.
+NON_RESULT_KEYS = {f"training.{key}" for key in (
+    "report_to", "run_name", "disable_tqdm", "log_level", "log_level_replica", "logging_steps", "logging_strategy",
+    "logging_first_step", "logging_nan_inf_filter", "per_device_eval_batch_size", "eval_accumulation_steps",
+    "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers", "dataloader_prefetch_factor",
+    "save_total_limit", "save_strategy", "save_steps", "save_safetensors", "save_only_model", "push_to_hub",
+    "hub_model_id", "hub_strategy", "hub_private_repo", "hub_token", "include_num_input_tokens_seen")}
+SUBSET_MARK = "‡"
 HYPER_KEYS = ("lr", "r", "alpha", "scaling_rule")  # the axes the rank / learning-rate analysis reads
 SHORT = {"training.learning_rate": "lr"}
 REFERENCE = COMPARED_WITH[0]  # the glue table's difference columns: every other method minus this one (FT)
@@ -93,7 +102,7 @@ def run_rows(records: Iterable[tuple[Path, dict[str, Any]]]) -> pd.DataFrame:
             "peak_rss_mb": (record.get("peak_memory_mb") or {}).get("rss"),
             "curve": [(e.get("epoch") or e["step"], 100 * e["metrics"][record["primary_metric"]])
                       for e in record.get("evals", []) if record["primary_metric"] in e["metrics"]],
-            "flat": _flat_config(record),
+            "flat": _flat_config(record), "subset": subset_text(record),
         })
     return pd.DataFrame(rows)
 
@@ -119,7 +128,18 @@ def _flat_config(record: dict[str, Any]) -> dict[str, Any]:
     for key, value in method_settings(record).items():
         if key not in ("targets", "scaling"):  # resolved by PEFT / derived from r and alpha: not an axis
             flat[f"method.{key}"] = json.dumps(value, sort_keys=True)
-    return flat
+    return {key: value for key, value in flat.items() if key not in NON_RESULT_KEYS}
+
+
+def subset_text(record: dict[str, Any]) -> str:
+    """'train 12000 of max_train_samples=12000, ...' when the run trained or evaluated on a subset, else ''."""
+    config, rows = record.get("config") or {}, (record.get("data") or {}).get("rows") or {}
+    parts = []
+    for split, count in rows.items():
+        limit = config.get("max_train_samples" if split == "train" else "max_eval_samples")
+        if limit is not None and count >= limit:  # the cap bit (a cap above the split size changes nothing)
+            parts.append(f"{split} {count} rows")
+    return ", ".join(parts)
 
 
 def label_settings(runs: pd.DataFrame) -> pd.DataFrame:
@@ -173,6 +193,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
                 **summary_stats(list(group["value"])), "seeds": " ".join(str(s) for s in sorted(group["seed"])),
                 **{k: first[k] for k in HYPER_KEYS},
                 **{k: _one_or_range(group[k]) for k in ("adapter", "head", "trainable", "total")}}
+        cell["subset"] = "; ".join(sorted(set(group["subset"]) - {""}))
         cell["paper"] = paper.paper_value(model, method, row) if not setting else None
         cell["paper_delta"] = cell["median"] - cell["paper"] if cell["paper"] is not None else None
         cells.append(cell)
@@ -246,10 +267,11 @@ def fmt(value: Any, digits: int = 1, signed: bool = False) -> str:
 
 
 def cell_text(cell: pd.Series) -> str:
-    """'81.2 (80.9 ± 0.7, n=3)': the median, then mean ± std over seeds and the seed count."""
+    """'81.2 (80.9 ± 0.7, n=3)': the median, then mean ± std over seeds and the seed count; ‡: on a subset."""
+    mark = SUBSET_MARK if cell.get("subset") else ""
     if cell["n"] == 1:
-        return f"{fmt(cell['median'])} (n=1)"
-    return f"{fmt(cell['median'])} ({fmt(cell['mean'])} ± {fmt(cell['std'])}, n={cell['n']})"
+        return f"{fmt(cell['median'])}{mark} (n=1)"
+    return f"{fmt(cell['median'])}{mark} ({fmt(cell['mean'])} ± {fmt(cell['std'])}, n={cell['n']})"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -318,7 +340,7 @@ def _short_model(model: str) -> str:
 def settings_table(cells: pd.DataFrame) -> str:
     """Every cell in long form (used when settings vary, e.g. a rank or learning-rate sweep)."""
     rows = [[c["row"], _short_model(c["model"]), method_label(c["method"]), c["setting"] or "-",
-             str(c["n"]), fmt(c["median"]), fmt(c["mean"]), fmt(c["std"]), c["adapter"], c["head"]]
+             str(c["n"]), fmt(c["median"]) + (SUBSET_MARK if c["subset"] else ""), fmt(c["mean"]), fmt(c["std"]), c["adapter"], c["head"]]
             for _, c in cells.iterrows()]
     return markdown_table(["task", "model", "method", "setting", "seeds", "median", "mean", "std", "adapter params",
                            "head params"], rows)
@@ -655,7 +677,7 @@ def build_report(runs_dir: Path, out: Path, title: str | None = None) -> dict[st
 
 CSV_COLUMNS = ["row", "model", "method", "setting", "n", "seeds", "median", "mean", "std", "min", "max", "paper",
                "paper_delta", *(f"minus_{m}" for m in COMPARED_WITH), "lr", "r", "alpha", "scaling_rule", "adapter", "head", "trainable",
-               "total", "tasks"]
+               "total", "tasks", "subset"]
 
 
 def write_csv(cells: pd.DataFrame, avgs: pd.DataFrame, path: Path) -> None:
@@ -680,6 +702,8 @@ def render(title: str, runs: pd.DataFrame, cells: pd.DataFrame, avgs: pd.DataFra
         parts += ["## Learning rate × rank\n\nFor each alpha rule (found from the runs' recorded r, alpha and "
                   "scaling), the median best score per (rank, learning rate); bold: the best learning rate for "
                   "that rank. The verdict is computed from this table.", lr_rank_text]
+    if (cells["subset"] != "").any():
+        parts += [subsets_text(cells)]
     parts += list(comparison)  # glue_lora.compare: which differences are real, cost, paper-only rows
     differences = method_differences(runs)
     if differences:
@@ -691,6 +715,16 @@ def render(title: str, runs: pd.DataFrame, cells: pd.DataFrame, avgs: pd.DataFra
     parts += ["## Runs left out\n\n" + (problems_table(bad, runs_dir) if bad else "None: every run finished.")]
     parts += ["## Plots\n\n" + "\n".join(f"![{p.stem}]({p.relative_to(out)})" for p in plots)]
     return "\n\n".join(parts) + "\n"
+
+
+def subsets_text(cells: pd.DataFrame) -> str:
+    """The rows marked ‡, with the sizes they ran on: not GLUE dev results in the paper's sense."""
+    lines = [f"- {cell['row']} {_short_model(cell['model'])} {method_label(cell['method'])}"
+             f"{' (' + cell['setting'] + ')' if cell['setting'] else ''}: {cell['subset']}"
+             for _, cell in cells[cells["subset"] != ""].iterrows()]
+    return (f"## Subsets\n\n{SUBSET_MARK} marks cells whose runs trained or evaluated on a fixed random subset "
+            "(`max_train_samples`, `max_eval_samples`), not the full GLUE split: they are not comparable with the "
+            "paper's numbers.\n\n" + "\n".join(lines))
 
 
 def _protocol_text(runs: pd.DataFrame, bad: list) -> str:

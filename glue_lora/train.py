@@ -32,6 +32,7 @@ from glue_lora.progress import attach_progress
 from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
                                summarise_evals, versions, write_json_atomic)
 from glue_lora.tasks import TaskSpec, get_task
+from glue_lora.trackers import check_hub, check_trackers, log_summary, point_logs
 
 log = logging.getLogger(__name__)
 CACHE_DIR = Path(os.environ.get("GLUE_LORA_CACHE", Path.home() / ".cache" / "glue_lora"))
@@ -44,6 +45,8 @@ def run(config: RunConfig) -> dict[str, Any]:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     plan = plan_batch(config, world_size)
     args = training_arguments(config, plan)
+    check_trackers(args.report_to)  # a missing tracker package or an unreachable Hub: one line, now
+    check_hub(args.push_to_hub, args.hub_model_id)
     run_dir = config.run_dir
     previous = read_results(run_dir)
     if config.resume and previous and previous.get("status") == "success":
@@ -87,6 +90,7 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
             trainer.save_model(str(config.run_dir))
         tokenizer.save_pretrained(str(config.run_dir))
         write_json_atomic(config.run_dir / RESULTS_FILE, record)
+        log_summary(args.report_to, config.run_dir, record, trainer.state.global_step)
         log.debug("results: %s", config.run_dir / RESULTS_FILE)
     return record
 
@@ -105,6 +109,7 @@ def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
         # loss) came out N times too large. Off, DDP's gradient averaging gives the global-batch mean.
         "average_tokens_across_devices": False,
         "disable_tqdm": True, "log_level": "warning", "dataloader_pin_memory": on_gpu,
+        "run_name": config.run_name,  # what trackers call the run
     }
     merged = {**defaults, **config.training}
     merged.setdefault("save_strategy", merged["eval_strategy"])
@@ -202,6 +207,7 @@ def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, mo
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
                       data_collator=collator, processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
                       callbacks=[RecordCallback(config.run_dir, task, record), *extra], optimizers=(optimizer, None))
+    point_logs(trainer, config.run_dir)  # tracker files in <run_dir>/logs
     return attach_progress(trainer, config.training.get("disable_tqdm"))  # a bar on a terminal, else lines
 
 
