@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tomllib
 from pathlib import Path
 
 from glue_lora import __version__
@@ -77,12 +76,3 @@ def test_wheel_installs_and_works_outside_the_clone(tmp_path):
     assert init_from.is_file() and venv in init_from.parents, "init_from resolves inside the installed package"
     assert not list(outside.iterdir()), "nothing written to the working directory"
 
-
-def test_every_config_folder_ships():
-    """A new config folder whose name is a Python identifier must be listed in pyproject's packages."""
-    settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(settings["packages"])
-    for folder in (REPO / "configs").rglob("*"):
-        if folder.is_dir() and all(part.isidentifier() for part in folder.relative_to(REPO / "configs").parts):
-            package = ".".join(("glue_lora", "configs", *folder.relative_to(REPO / "configs").parts))
-            assert package in listed, f"add {package!r} to [tool.setuptools] packages in pyproject.toml"
