@@ -32,6 +32,7 @@ from glue_lora.progress import attach_progress
 from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
                                summarise_evals, versions, write_json_atomic)
 from glue_lora.tasks import TaskSpec, get_task
+from glue_lora.timing import TrainClock, find_clock
 from glue_lora.trackers import check_hub, check_trackers, log_summary, point_logs
 
 log = logging.getLogger(__name__)
@@ -206,7 +207,8 @@ def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, mo
     extra = method.callbacks(model, config) if method.callbacks else []  # e.g. AdaLoRA's rank allocation
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
                       data_collator=collator, processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
-                      callbacks=[RecordCallback(config.run_dir, task, record), *extra], optimizers=(optimizer, None))
+                      callbacks=[TrainClock(), RecordCallback(config.run_dir, task, record), *extra],
+                      optimizers=(optimizer, None))
     point_logs(trainer, config.run_dir)  # tracker files in <run_dir>/logs
     return attach_progress(trainer, config.training.get("disable_tqdm"))  # a bar on a terminal, else lines
 
@@ -269,5 +271,6 @@ def finish_record(record: dict, trainer: Trainer, task: TaskSpec, train_metrics:
         timing={"train_seconds": train_metrics.get("train_runtime"), "train_samples_per_second": samples_per_s,
                 "real_tokens_per_second": round(samples_per_s * mean_tokens, 1),
                 "mean_real_tokens_per_example": round(mean_tokens, 2), "resumed_from": resumed_from,
-                "steps": trainer.state.global_step, "epochs": trainer.state.epoch},
+                "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+                **(clock.summary() if (clock := find_clock(trainer)) else {})},
         train_loss=train_metrics.get("train_loss"), peak_memory_mb=peak_memory_mb(), finished=time.time())
