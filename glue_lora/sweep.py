@@ -60,7 +60,8 @@ UNTAGGED = {"seed", "method", "task", "model", "name", "output_dir", "init_from"
 # Short tags for the overrides sweeps vary most; others use their last dotted component.
 TAGS = {"training.learning_rate": "lr", "lora.r": "r", "lora.alpha": "a", "lora.scaling": "",
         "global_batch_size": "bs", "training.num_train_epochs": "ep", "max_train_samples": "n",
-        "lora.dropout": "drop", "training.weight_decay": "wd", "max_seq_length": "len"}
+        "lora.dropout": "drop", "training.weight_decay": "wd", "max_seq_length": "len",
+        "training.train_sampling_strategy": ""}
 
 
 # --- the sweep file -----------------------------------------------------------------------------------------
