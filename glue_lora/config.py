@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from glue_lora.compat import COMPAT_MODES, config_defaults
 from glue_lora.errors import UsageError, closest
 from glue_lora.methods import (METHODS, SECTIONS, AdaLoraSettings, IA3Settings, LoraPlusSettings,  # noqa: F401
                                LoraSettings, VeraSettings)
@@ -58,6 +59,8 @@ class RunConfig:
     resume: bool = False  #: continue an interrupted run from its last checkpoint
     overwrite: bool = False  #: replace a finished or interrupted run directory
     notes: str = ""  #: free text, kept with the results
+    #: run_glue: reproduce transformers' run_glue.py exactly (its padding, batch order, eval batch; see compat.py)
+    compat: str | None = None
 
     @property
     def run_name(self) -> str:
@@ -179,6 +182,7 @@ def _normalise(value: Any) -> Any:
 def build_config(raw: dict[str, Any]) -> RunConfig:
     """Turn a merged mapping into a RunConfig, collecting every problem into one UsageError."""
     raw = _normalise(raw)
+    raw = config_defaults(raw)  # compat: run_glue pads to max_seq_length unless the config says otherwise
     for section in ("training", "model_config"):
         if section in raw and raw[section] is None:
             raw[section] = {}  # `training:` with nothing under it is YAML for None
@@ -286,6 +290,8 @@ def _check_values(config: RunConfig) -> list[str]:
         errors.append("model is required (a hub id such as roberta-base, a local path, or pypi:<package>)")
     if config.method not in METHODS:
         errors.append(f"method={config.method!r} must be one of {', '.join(METHODS)}{closest(config.method, METHODS)}")
+    if config.compat is not None and config.compat not in COMPAT_MODES:
+        errors.append(f"compat={config.compat!r} must be one of {', '.join(COMPAT_MODES)} (or unset)")
     for key in ("max_seq_length", "global_batch_size", "max_train_samples", "max_eval_samples"):
         if (value := getattr(config, key)) is not None and value <= 0:
             errors.append(f"{key}={value} must be positive")

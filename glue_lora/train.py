@@ -21,6 +21,8 @@ import yaml
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from glue_lora import compat
+from glue_lora.compat import RUN_GLUE
 from glue_lora.config import BatchPlan, RunConfig, plan_batch
 from glue_lora.data import load_glue, require_training_splits
 from glue_lora.errors import UsageError
@@ -112,6 +114,8 @@ def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
         "disable_tqdm": True, "log_level": "warning", "dataloader_pin_memory": on_gpu,
         "run_name": config.run_name,  # what trackers call the run
     }
+    if config.compat == RUN_GLUE:
+        defaults = {**compat.training_defaults(on_gpu), "run_name": config.run_name}
     merged = {**defaults, **config.training}
     merged.setdefault("save_strategy", merged["eval_strategy"])
     if merged["save_strategy"] == "steps" and "eval_steps" in merged:
@@ -188,6 +192,8 @@ def _subset(split: datasets.Dataset, name: str, task: TaskSpec, config: RunConfi
     limit = config.max_train_samples if name == task.train_split else config.max_eval_samples
     if limit is None or limit >= len(split):
         return split
+    if config.compat == RUN_GLUE:
+        return split.select(range(limit))  # run_glue's --max_*_samples: the first rows
     return split.shuffle(seed=0).select(range(limit))  # the same subset for every seed and method
 
 
@@ -202,6 +208,8 @@ def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, mo
                   encoded: datasets.DatasetDict, record: dict) -> Trainer:
     eval_sets = {name: encoded[name] for name in task.eval_splits if name in encoded}
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
+    if config.compat == RUN_GLUE:
+        collator = compat.data_collator(config.pad_to_max_length, args.fp16, tokenizer)
     method = get_method(config.method)
     optimizer = method.optimizer(model, config, args) if method.optimizer else None  # e.g. LoRA+'s lr groups
     extra = method.callbacks(model, config) if method.callbacks else []  # e.g. AdaLoRA's rank allocation
