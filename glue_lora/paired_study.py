@@ -1,0 +1,172 @@
+"""Analyse a paired study: does a speed setting (length-grouped batches, bf16) change dev scores?
+
+    python -m glue_lora.paired_study runs/sampler-study-reduced --compare sampler [--out table.md]
+    python -m glue_lora.paired_study runs/sampler-study-reduced --compare bf16
+
+Reads every finished `results.json` under the folder, pairs the runs of each (task, method) by seed (a seed
+fixes the head init and the data subset; only the compared setting differs, every other config key must
+match), and reports per cell the paired difference candidate - baseline of the primary dev metric (the best
+evaluation, as the paper reports) with a 95 % t interval, and both settings' CPU seconds per optimizer step.
+Decision rule (issue 12): if the candidate's interval lies entirely below 0 on any cell, it is not neutral.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glue_lora.paired import PairedDifference, paired_difference
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Which config key a study varies: the candidate value against the baseline value."""
+
+    key: str  #: dotted path in the run's resolved config
+    candidate: Any
+    baseline: Any
+    absent: Any  #: the value a config without the key means
+
+
+COMPARISONS = {
+    "sampler": Comparison("training.train_sampling_strategy", "group_by_length", "random", None),
+    "bf16": Comparison("training.bf16", True, False, False),
+}
+
+
+@dataclass(frozen=True)
+class StudyRun:
+    cell: tuple[str, str, str]  #: task, method, and the rest of the config (minus the compared key and seed)
+    seed: int
+    setting: Any
+    score: float  #: the primary metric of the best evaluation
+    cpu_per_step: float | None
+
+
+@dataclass(frozen=True)
+class Cell:
+    task: str
+    method: str
+    metric: str
+    seeds: list[int]
+    candidate: list[float]
+    baseline: list[float]
+    difference: PairedDifference | None  #: candidate - baseline; None below 2 pairs
+    cpu_per_step: tuple[float | None, float | None]  #: mean CPU-s per step, candidate and baseline
+
+
+def _lookup(config: dict, dotted: str, absent: Any) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(config, dict) or part not in config:
+            return absent
+        config = config[part]
+    return config
+
+
+def _rest_of_config(config: dict, dotted: str) -> str:
+    """The config without the compared key and the per-run keys: runs pair only when this matches."""
+    rest = json.loads(json.dumps(config))
+    for key in ("seed", "name", "output_dir", "resume", "overwrite"):
+        rest.pop(key, None)
+    *parents, leaf = dotted.split(".")
+    section = rest
+    for part in parents:
+        section = section.get(part) or {}
+    if isinstance(section, dict):
+        section.pop(leaf, None)
+    return json.dumps(rest, sort_keys=True)
+
+
+def read_runs(root: Path, comparison: Comparison) -> tuple[list[StudyRun], dict[str, str]]:
+    """Finished runs under `root` with either compared value; also the primary metric of each task."""
+    runs, metrics = [], {}
+    for path in sorted(root.rglob("results.json")):
+        record = json.loads(path.read_text())
+        config = record.get("config", {})
+        setting = _lookup(config, comparison.key, comparison.absent)
+        if record.get("status") != "success" or setting not in (comparison.candidate, comparison.baseline) \
+                or not record.get("best"):
+            continue
+        metric = record["primary_metric"]
+        metrics[record["task"]] = metric
+        cell = (record["task"], record["method"], _rest_of_config(config, comparison.key))
+        cpu = (record.get("timing") or {}).get("cpu_seconds_per_step")
+        runs.append(StudyRun(cell, record["seed"], setting, record["best"]["metrics"][metric], cpu))
+    return runs, metrics
+
+
+def pair_cells(runs: list[StudyRun], metrics: dict[str, str], comparison: Comparison) -> list[Cell]:
+    by_cell: dict[tuple, dict[Any, dict[int, StudyRun]]] = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        by_cell[run.cell][run.setting][run.seed] = run
+    cells = []
+    for (task, method, _), settings in sorted(by_cell.items()):
+        cand, base = settings[comparison.candidate], settings[comparison.baseline]
+        seeds = sorted(set(cand) & set(base))
+        if not seeds:
+            continue  # e.g. the sampler study's fp32 runs seen by the bf16 comparison, without a bf16 partner
+        a, b = [cand[s].score for s in seeds], [base[s].score for s in seeds]
+        cpu = (_mean([cand[s].cpu_per_step for s in seeds]), _mean([base[s].cpu_per_step for s in seeds]))
+        cells.append(Cell(task, method, metrics[task], seeds, a, b,
+                          paired_difference(a, b) if len(seeds) >= 2 else None, cpu))
+    return cells
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
+def decision(cells: list[Cell], comparison: Comparison) -> str:
+    against = [c for c in cells if c.difference and c.difference.high < 0]
+    if against:
+        names = ", ".join(f"{c.task} {c.method}" for c in against)
+        return f"{comparison.candidate}'s interval lies below 0 on {names}: it lowers scores"
+    return f"no interval lies below 0: no evidence that {comparison.candidate} lowers scores"
+
+
+def format_markdown(cells: list[Cell], comparison: Comparison) -> str:
+    cand, base = comparison.candidate, comparison.baseline
+    lines = [f"| task | method | metric | pairs (seeds) | {cand} mean | {base} mean | {cand} - {base}, 95 % CI "
+             f"(points) | CPU-s/step {cand} | {base} | {base}/{cand} |", "|" + "---|" * 10]
+    for c in cells:
+        diff = c.difference.describe(scale=100) if c.difference else "n/a (< 2 pairs)"
+        a, b = c.cpu_per_step
+        lines.append(f"| {c.task} | {c.method} | {c.metric} | {len(c.seeds)} ({' '.join(map(str, c.seeds))}) | "
+                     f"{100 * statistics.fmean(c.candidate):.2f} | {100 * statistics.fmean(c.baseline):.2f} | "
+                     f"{diff} | {_fmt(a)} | {_fmt(b)} | {_fmt(b / a if a and b else None, 'x')} |")
+    lines += ["", f"Decision rule: {decision(cells, comparison)}."]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None, suffix: str = "") -> str:
+    return f"{value:.3f}{suffix}" if value is not None else "n/a"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m glue_lora.paired_study", description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="a study's output_root (e.g. runs/sampler-study-reduced)")
+    parser.add_argument("--compare", choices=sorted(COMPARISONS), default="sampler")
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = parser.parse_args(argv)
+    comparison = COMPARISONS[args.compare]
+    cells = pair_cells(*read_runs(args.root, comparison), comparison)
+    if not cells:
+        print(f"no paired finished runs under {args.root} for --compare {args.compare}; run the study's sweep "
+              "first (configs/sweeps/sampler-study-reduced.yaml)", file=sys.stderr)
+        return 1
+    text = format_markdown(cells, comparison)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
