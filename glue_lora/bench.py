@@ -81,10 +81,9 @@ class Setting:
 def bench_settings(pad_length: int) -> dict[str, Setting]:
     return {s.key: s for s in (
         Setting("ours", "(a) ours: dynamic padding, length-grouped", ()),
-        # run_glue: --pad_to_max_length True, --max_seq_length 128, RandomSampler, eval batch 8, fp32
-        Setting("run_glue", f"(b) run_glue: pad to {pad_length}, random", (
-            "pad_to_max_length=true", f"max_seq_length={pad_length}", "training.train_sampling_strategy=random",
-            "training.per_device_eval_batch_size=8", "training.bf16=false")),
+        # run_glue exactly (glue_lora.compat): --pad_to_max_length True, --max_seq_length 128, random batches,
+        # eval batch 8, fp32
+        Setting("run_glue", f"(b) run_glue: pad to {pad_length}, random", ("compat=run_glue", f"max_seq_length={pad_length}")),
         Setting("dynamic", "(c) dynamic padding, random", ("training.train_sampling_strategy=random",)),
         Setting("full", "(a) with method=full", ("method=full",)),
     )}
@@ -196,17 +195,20 @@ def _sync() -> None:
 def _clock_callback(recorder: BatchRecorder, warmup: int, window: int):
     from transformers import TrainerCallback
 
+    from glue_lora.timing import cpu_seconds
+
     class StepClock(TrainerCallback):
-        """Marks (time, batches seen) at the end of the last warm-up step and of every timed window."""
+        """Marks (wall time, process CPU seconds, batches seen) at the end of the last warm-up step and of
+        every timed window."""
 
         def __init__(self):
-            self.marks: list[tuple[float, int]] = []
+            self.marks: list[tuple[float, float, int]] = []
 
         def on_step_end(self, args, state, control, **kwargs):
             done = state.global_step - warmup
             if done >= 0 and done % window == 0:
                 _sync()
-                self.marks.append((time.perf_counter(), len(recorder.batches)))
+                self.marks.append((time.perf_counter(), cpu_seconds(), len(recorder.batches)))
 
     return StepClock()
 
@@ -353,8 +355,8 @@ def measure_setting(setting: Setting, config_path: str | None, overrides: list[s
     trainer.train()
 
     windows = []
-    for (t0, b0), (t1, b1) in zip(clock.marks, clock.marks[1:]):
-        windows.append(_window(t1 - t0, recorder.stats(b0, b1), weights))
+    for (t0, c0, b0), (t1, c1, b1) in zip(clock.marks, clock.marks[1:]):
+        windows.append(_window(t1 - t0, c1 - c0, plan.steps, recorder.stats(b0, b1), weights))
     evals = timed_evaluations(trainer, recorder, plan.repeats)
     merged = None
     if merged_eval and hasattr(trainer.model, "merge_and_unload"):  # a PEFT adapter that can fold into the weights
@@ -377,7 +379,7 @@ def measure_setting(setting: Setting, config_path: str | None, overrides: list[s
         "rss_at_start_mib": round(rss_start / 1024, 1) if rss_start is not None else None,
         **{key: statistics.median(w[key] for w in windows) for key in (
             "train_samples_per_s", "real_tokens_per_s", "padded_tokens_per_s", "model_tflops_per_s",
-            "hardware_tflops_per_s")},
+            "hardware_tflops_per_s", "cpu_seconds_per_step", "wall_seconds_per_step")},
     }
     real, padded = sum(w["real_tokens"] for w in windows), sum(w["padded_tokens"] for w in windows)
     row["padding_fraction"] = round(1 - real / padded, 4)
@@ -385,10 +387,11 @@ def measure_setting(setting: Setting, config_path: str | None, overrides: list[s
     return row
 
 
-def _window(seconds: float, stats: BatchStats, weights: MatmulWeights) -> dict[str, float]:
+def _window(seconds: float, cpu: float, steps: int, stats: BatchStats, weights: MatmulWeights) -> dict[str, float]:
     real = training_flops(weights, stats.real_tokens, stats.samples, stats.real_sq)
     padded = training_flops(weights, stats.padded_tokens, stats.samples, stats.padded_sq)
-    return {"seconds": round(seconds, 3), "samples": stats.samples, "real_tokens": stats.real_tokens,
+    return {"seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3), "cpu_seconds_per_step": cpu / steps,
+            "wall_seconds_per_step": seconds / steps, "samples": stats.samples, "real_tokens": stats.real_tokens,
             "padded_tokens": stats.padded_tokens, "model_flops": real, "hardware_flops": padded,
             "train_samples_per_s": stats.samples / seconds, "real_tokens_per_s": stats.real_tokens / seconds,
             "padded_tokens_per_s": stats.padded_tokens / seconds, "model_tflops_per_s": real / seconds / 1e12,
@@ -397,21 +400,25 @@ def _window(seconds: float, stats: BatchStats, weights: MatmulWeights) -> dict[s
 
 def timed_evaluations(trainer, recorder: BatchRecorder, repeats: int) -> dict[str, Any]:
     """`repeats` full evaluation passes over every eval split after a short warm-up pass; medians."""
+    from glue_lora.timing import cpu_seconds
+
     warm = {name: ds.select(range(min(len(ds), 2 * trainer.args.eval_batch_size)))
             for name, ds in trainer.eval_dataset.items()}
     trainer.evaluate(eval_dataset=warm)
-    seconds, samples, metrics = [], 0, {}
+    seconds, cpu, samples, metrics = [], [], 0, {}
     for _ in range(repeats):
         first = len(recorder.batches)
         _sync()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_seconds()
         metrics = trainer.evaluate()
         _sync()
         seconds.append(time.perf_counter() - start)
+        cpu.append(cpu_seconds() - cpu_start)
         samples = recorder.stats(first).samples
     median = statistics.median(seconds)
     quality = {k: v for k, v in metrics.items() if not k.endswith(("_runtime", "_per_second")) and k != "epoch"}
     return {"seconds": round(median, 3), "all_seconds": [round(s, 3) for s in seconds], "samples": samples,
+            "cpu_seconds": round(statistics.median(cpu), 3),
             "samples_per_s": samples / median, "metrics": quality}
 
 
@@ -482,6 +489,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-merged-eval", dest="merged_eval", action="store_false",
                         help="skip timing evaluation with LoRA merged into the base weights")
     parser.add_argument("--json", type=Path, help="also write every number to this file")
+    parser.add_argument("--to-accuracy", type=float, metavar="TARGET",
+                        help="instead: train the config as a run would until its primary dev metric first "
+                             "reaches TARGET; print the CPU and wall seconds of training (evaluation excluded)")
+    parser.add_argument("--eval-steps", type=int, default=50, help="with --to-accuracy: evaluate every N steps")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -504,6 +515,8 @@ def main(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise UsageError("--threads must be at least 1")
         torch.set_num_threads(args.threads)
+    if args.to_accuracy is not None:
+        return to_accuracy_command(args)
     base = load_config(args.config, args.overrides)  # every config error before minutes of work
     n_train = _train_rows(base)
     batch = plan_batch(base, 1)
@@ -540,6 +553,29 @@ def main(args: argparse.Namespace) -> int:
         write_json_atomic(args.json, report)
         print(f"json: {args.json}")
     return 0
+
+
+def to_accuracy_command(args: argparse.Namespace) -> int:
+    """`bench --to-accuracy`: see `glue_lora.time_to_accuracy`."""
+    from glue_lora.config import load_config
+    from glue_lora.errors import UsageError
+    from glue_lora.results import machine, versions, write_json_atomic
+    from glue_lora.time_to_accuracy import format_time_to_accuracy, measure_time_to_accuracy
+
+    if args.eval_steps < 1:
+        raise UsageError("--eval-steps must be at least 1")
+    load_config(args.config, args.overrides)  # every config error before minutes of work
+    with tempfile.TemporaryDirectory(prefix="glue-lora-bench-") as tmp:
+        result = measure_time_to_accuracy(args.config, list(args.overrides), args.to_accuracy, args.eval_steps,
+                                          Path(tmp))
+    result.update(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), command=" ".join(sys.argv), device=_device(),
+                  load_average=_load_average(), machine=machine(), versions=versions())
+    print(f"device: {result['device']}; load average {result['load_average']}")
+    print(format_time_to_accuracy(result))
+    if args.json:
+        write_json_atomic(args.json, result)
+        print(f"json: {args.json}")
+    return 0 if result["reached"] else 1
 
 
 def _train_rows(config) -> int:
@@ -593,6 +629,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         for key, name in (("run_glue", "vs_run_glue"), ("dynamic", "vs_dynamic")):
             if key in by:
                 out[f"real_tokens_{name}"] = round(ours["real_tokens_per_s"] / by[key]["real_tokens_per_s"], 2)
+                out[f"cpu_per_step_{name}"] = round(by[key]["cpu_seconds_per_step"] / ours["cpu_seconds_per_step"], 2)
         out["fraction_of_float32_peak"] = ours["fraction_of_float32_peak"]
         if "full" in by and by["full"]["method"] != ours["method"]:
             mem = "gpu" if ours["peak_memory_mib"]["gpu"] is not None else "rss"
@@ -608,13 +645,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def format_report(report: dict[str, Any]) -> str:
     rows = report["settings"]
     gpu = any(r["peak_memory_mib"]["gpu"] is not None for r in rows)
-    header = ["setting", "train samp/s", "real tok/s", "padded tok/s", "pad %", "eval samp/s",
+    header = ["setting", "CPU-s/step", "wall-s/step", "train samp/s", "real tok/s", "padded tok/s", "pad %",
+              "eval CPU-s", "eval samp/s",
               "peak GPU MiB" if gpu else "peak RSS MiB", "epoch s", "model TFLOP/s", "% fp32 peak", "% bf16 peak"]
     table = [header]
     for r in rows:
-        table.append([r["label"], f"{r['train_samples_per_s']:.1f}", f"{r['real_tokens_per_s']:.0f}",
+        table.append([r["label"], f"{r['cpu_seconds_per_step']:.3f}", f"{r['wall_seconds_per_step']:.3f}",
+                      f"{r['train_samples_per_s']:.1f}", f"{r['real_tokens_per_s']:.0f}",
                       f"{r['padded_tokens_per_s']:.0f}", f"{100 * r['padding_fraction']:.0f}",
-                      f"{r['eval']['samples_per_s']:.1f}",
+                      f"{r['eval']['cpu_seconds']:.1f}", f"{r['eval']['samples_per_s']:.1f}",
                       f"{r['peak_memory_mib']['gpu' if gpu else 'rss']:.0f}", f"{r['epoch_seconds']:.0f}",
                       f"{r['model_tflops_per_s']:.4f}", f"{100 * r['fraction_of_float32_peak']:.1f}",
                       f"{100 * r['fraction_of_bfloat16_peak']:.1f}"])
@@ -625,7 +664,9 @@ def format_report(report: dict[str, Any]) -> str:
              f"(mega-batch = {report['megabatch_steps']} steps); medians",
              "roofline: " + ", ".join(f"{dt} {roof['median'][dt]:.1f} GFLOP/s" for dt in ("float32", "bfloat16"))
              + f" (median of {len(roof['float32'])} GEMMs, n={roof['gemm_size']})",
-             f"FLOPs: {report['flop_formula']}", ""]
+             f"FLOPs: {report['flop_formula']}",
+             "CPU-s/step: process CPU seconds (all threads) per optimizer step, the measure that survives a "
+             "shared machine; eval CPU-s: one full evaluation pass", ""]
     for i, row in enumerate(table):
         cells = [cell.ljust(w) if j == 0 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells))
@@ -648,7 +689,8 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
         if f"real_tokens_{name}" in summary:
             value, target = summary[f"real_tokens_{name}"], TARGETS[name]
             lines.append(f"real tokens/s {label}: {value:.2f}x "
-                         f"(issue #5 target >= {target}x: {verdict(value, target)})")
+                         f"(issue #5 target >= {target}x: {verdict(value, target)}); CPU-s per step "
+                         f"{label.split('/')[1]}/(a): {summary[f'cpu_per_step_{name}']:.2f}x")
     if "fraction_of_float32_peak" in summary:
         value = summary["fraction_of_float32_peak"]
         lines.append(f"(a) model FLOP/s on real tokens: {100 * value:.1f}% of the fp32 GEMM roofline "

@@ -109,7 +109,7 @@ def test_bench_smoke_prints_table_and_json(tiny_roberta, glue_dir, tmp_path, cap
     assert status == 0
     printed = capsys.readouterr().out
     for label in ("(a) ours", "(b) run_glue: pad to 128", "(c) dynamic padding", "(a) with method=full",
-                  "real tok/s", "% fp32 peak", "peak RSS LoRA"):
+                  "real tok/s", "% fp32 peak", "peak RSS LoRA", "CPU-s/step", "CPU-s per step (b)/(a)"):
         assert label in printed
     report = json.loads(out_json.read_text())
     assert [row["setting"] for row in report["settings"]] == ["ours", "run_glue", "dynamic", "full"]
@@ -117,10 +117,30 @@ def test_bench_smoke_prints_table_and_json(tiny_roberta, glue_dir, tmp_path, cap
         assert row["train_samples_per_s"] > 0 and row["eval"]["samples_per_s"] > 0
         assert sum(w["samples"] for w in row["windows"]) == 2 * 8  # exactly the timed steps' examples
         assert row["real_tokens_per_s"] <= row["padded_tokens_per_s"]
+        assert row["cpu_seconds_per_step"] > 0 and row["eval"]["cpu_seconds"] > 0
+        assert all(w["cpu_seconds"] > 0 for w in row["windows"])
     by = {row["setting"]: row for row in report["settings"]}
     assert by["run_glue"]["padding_fraction"] > by["ours"]["padding_fraction"]
     assert isinstance(by["ours"]["merged_eval"]["metrics_identical"], bool) and by["full"]["merged_eval"] is None
-    assert {"real_tokens_vs_run_glue", "real_tokens_vs_dynamic", "peak_memory"} <= set(report["summary"])
+    assert {"real_tokens_vs_run_glue", "real_tokens_vs_dynamic", "peak_memory", "cpu_per_step_vs_run_glue"} <= set(report["summary"])
+
+
+def test_bench_to_accuracy_reports_training_clocks_at_the_first_evaluation_reaching_the_target(
+        tiny_roberta, glue_dir, tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(f"task: sst2\nmodel: {tiny_roberta}\ndata_dir: {glue_dir}\nmax_train_samples: 64\n"
+                      "max_eval_samples: 16\nglobal_batch_size: 8\nmax_seq_length: 64\n"
+                      "training: {num_train_epochs: 1}\n")
+    out_json = tmp_path / "tta.json"
+    assert main(["bench", str(config), "--to-accuracy", "0.0", "--eval-steps", "3", "--json", str(out_json)]) == 0
+    reached = json.loads(out_json.read_text())
+    assert reached["reached"]["step"] == 3 and reached["steps_run"] == 3  # stops at the first evaluation
+    assert 0 < reached["reached"]["train_cpu_seconds"] and reached["eval_cpu_seconds"] > 0
+    assert "reached" in capsys.readouterr().out
+    assert main(["bench", str(config), "--to-accuracy", "1.01", "--eval-steps", "3", "--json", str(out_json)]) == 1
+    missed = json.loads(out_json.read_text())
+    assert missed["reached"] is None and missed["steps_run"] == 8 and [p["step"] for p in missed["curve"]] == [3, 6, 8]
+    assert "NOT reached" in capsys.readouterr().out
 
 
 def test_bench_rejects_unknown_setting(tmp_path, capsys):
