@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from glue_lora.paired import PairedDifference, paired_difference
+from glue_lora.stats import Difference, paired_difference
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class Cell:
     seeds: list[int]
     candidate: list[float]
     baseline: list[float]
-    difference: PairedDifference | None  #: candidate - baseline; None below 2 pairs
+    difference: Difference | None  #: candidate - baseline (issue 9's paired t interval); None below 2 pairs
     cpu_per_step: tuple[float | None, float | None]  #: mean CPU-s per step, candidate and baseline
 
 
@@ -113,8 +113,7 @@ def pair_cells(runs: list[StudyRun], metrics: dict[str, str], comparison: Compar
             continue  # e.g. the sampler study's fp32 runs seen by the bf16 comparison, without a bf16 partner
         a, b = [cand[s].score for s in seeds], [base[s].score for s in seeds]
         cpu = (_mean([cand[s].cpu_per_step for s in seeds]), _mean([base[s].cpu_per_step for s in seeds]))
-        cells.append(Cell(task, method, metrics[task], seeds, a, b,
-                          paired_difference(a, b) if len(seeds) >= 2 else None, cpu))
+        cells.append(Cell(task, method, metrics[task], seeds, a, b, paired_difference(a, b), cpu))
     return cells
 
 
@@ -136,13 +135,17 @@ def format_markdown(cells: list[Cell], comparison: Comparison) -> str:
     lines = [f"| task | method | metric | pairs (seeds) | {cand} mean | {base} mean | {cand} - {base}, 95 % CI "
              f"(points) | CPU-s/step {cand} | {base} | {base}/{cand} |", "|" + "---|" * 10]
     for c in cells:
-        diff = c.difference.describe(scale=100) if c.difference else "n/a (< 2 pairs)"
+        diff = _points(c.difference) if c.difference else "n/a (< 2 pairs)"
         a, b = c.cpu_per_step
         lines.append(f"| {c.task} | {c.method} | {c.metric} | {len(c.seeds)} ({' '.join(map(str, c.seeds))}) | "
                      f"{100 * statistics.fmean(c.candidate):.2f} | {100 * statistics.fmean(c.baseline):.2f} | "
                      f"{diff} | {_fmt(a)} | {_fmt(b)} | {_fmt(b / a if a and b else None, 'x')} |")
     lines += ["", f"Decision rule: {decision(cells, comparison)}."]
     return "\n".join(lines)
+
+
+def _points(d: Difference) -> str:
+    return f"{100 * d.mean:+.2f} [{100 * d.low:+.2f}, {100 * d.high:+.2f}]"
 
 
 def _fmt(value: float | None, suffix: str = "") -> str:

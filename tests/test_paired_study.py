@@ -1,25 +1,12 @@
-"""Paired differences with t intervals, and the paired studies' pairing (sampler, bf16) and decision rule."""
+"""The paired studies (sampler, bf16): pairing by seed within one config, CPU-time ratios, the decision rule."""
 
 import json
-import math
 
 import pytest
 
-from glue_lora.paired import paired_difference
 from glue_lora.paired_study import COMPARISONS, decision, main, pair_cells, read_runs
 
 SAMPLER, BF16 = COMPARISONS["sampler"], COMPARISONS["bf16"]
-
-
-def test_paired_difference_matches_a_hand_computed_t_interval():
-    diff = paired_difference([3.0, 5.0, 7.0], [2.0, 3.0, 4.0])  # differences 1, 2, 3: mean 2, sd 1
-    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2 df)
-    assert (diff.n, diff.mean, diff.sd) == (3, 2.0, 1.0)
-    assert diff.low == pytest.approx(2 - half) and diff.high == pytest.approx(2 + half)
-    assert not diff.excludes_zero  # [-0.48, 4.48]
-    assert paired_difference([3.0, 5.0, 7.0, 9.0], [2.0, 3.0, 4.0, 5.0]).excludes_zero
-    with pytest.raises(ValueError, match="at least 2 pairs"):
-        paired_difference([1.0], [0.0])
 
 
 def _write_run(root, task, sampler, seed, score, cpu=1.0, status="success", **training):
