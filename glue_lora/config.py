@@ -56,6 +56,7 @@ class RunConfig:
     vera: VeraSettings = field(default_factory=VeraSettings)
     adalora: AdaLoraSettings = field(default_factory=AdaLoraSettings)
     training: dict[str, Any] = field(default_factory=dict)  #: passed to transformers.TrainingArguments
+    resources: dict[str, float] = field(default_factory=dict)  #: what a sweep backend gives the run: {gpus: 8, cpus: 4}
     resume: bool = False  #: continue an interrupted run from its last checkpoint
     overwrite: bool = False  #: replace a finished or interrupted run directory
     notes: str = ""  #: free text, kept with the results

@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import time
@@ -48,6 +49,8 @@ from glue_lora.config import RunConfig, config_dependencies, load_config, parse_
 from glue_lora.errors import UsageError, closest
 from glue_lora.record import RESULTS_FILE, Malformed, load_record, write_json_atomic
 from glue_lora.sweep_claims import Claims
+from glue_lora.sweep_preflight import preflight
+from glue_lora.sweep_ray import RESOURCE_KEYS, import_ray, ray_command, run_resources
 from glue_lora.sweep_local import Exit, LocalBackend, Runner, job_environment, visible_gpus  # noqa: F401 (API)
 
 log = logging.getLogger(__name__)
@@ -191,6 +194,7 @@ def _add_run(runs: dict[str, PlannedRun], spec: SweepSpec, config_path: Path, ov
     if config_path in chain:
         raise UsageError(f"init_from cycle: {' -> '.join(map(str, (*chain, config_path)))}; break the loop")
     config = load_config(config_path, [f"{k}={_yaml_value(v)}" for k, v in overrides.items()])
+    _check_resources(config_path, config)
     name = run_name(config, config_path, overrides)
     planned = PlannedRun(name, config_path, dict(overrides), spec.output_root / name, config)
     existing = runs.get(name)
@@ -207,9 +211,18 @@ def _add_run(runs: dict[str, PlannedRun], spec: SweepSpec, config_path: Path, ov
     return planned
 
 
+def _check_resources(path: Path, config: RunConfig) -> None:
+    unknown = set(config.resources) - set(RESOURCE_KEYS)
+    bad = [k for k, v in config.resources.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0]
+    if unknown or bad:
+        raise UsageError(f"{path}: resources takes {' and '.join(RESOURCE_KEYS)} as numbers >= 0 "
+                         f"(e.g. resources: {{gpus: 8}}), not {', '.join(sorted(unknown | set(bad)))}")
+
+
 def _comparable(config: RunConfig) -> dict[str, Any]:
     data = config.to_dict()
-    for key in ("name", "output_dir", "resume", "overwrite", "init_from"):  # init_from: set by the sweep
+    # init_from: set by the sweep; resources: where it runs, not what it computes
+    for key in ("name", "output_dir", "resume", "overwrite", "init_from", "resources"):
         data.pop(key, None)
     return data
 
@@ -410,7 +423,8 @@ class _Driver:
         run, start = self.running.pop(ended.name)
         self.claims.release(run.run_dir)
         seconds = ended.seconds if ended.seconds is not None else time.time() - start
-        if ended.blocked:
+        if ended.blocked or any(self.outcomes[d].status in ("failed", "blocked") for d in run.depends_on
+                                if d in self.outcomes):
             outcome = Outcome(run.name, "blocked", seconds, "a dependency did not finish")
         else:
             outcome = _finished(run, ended.code, ended.detail, seconds)
@@ -514,23 +528,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*",
                         help="extra dotted overrides for every run, right after SWEEP (they become name tags)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan (name, state, command) and exit")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time, each with cores/N threads (default 1)")
+    parser.add_argument("--format", choices=("text", "jsonl"), default="text",
+                        help="--dry-run output: text, or jsonl (one run per line, for Slurm arrays and other schedulers)")
     parser.add_argument("--output-root", help="where run directories go (default: the sweep file's output_root)")
+    parser.add_argument("--no-preflight", action="store_true",
+                        help="skip loading each model's config and tokenizer and checking each task's data first")
+    parser.add_argument("--backend", choices=("local", "ray"), default="local",
+                        help="local: subprocesses on this machine (--jobs); ray: Ray tasks on a cluster "
+                             "(docs/cluster.md)")
+    parser.add_argument("--jobs", type=int, default=1, help="local: runs at a time, each with cores/N threads (default 1)")
+    parser.add_argument("--address", help="ray: the cluster (auto, or HOST:PORT; default: a running local one, "
+                                          "else a new one on this machine)")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs per run (default 1)")
+    parser.add_argument("--gpus-per-run", type=float,
+                        help="ray: GPUs per run; a fraction packs runs on one GPU, N > 1 runs torchrun with N "
+                             "processes (default: 1 if the cluster has GPUs, else 0); a config's `resources` wins")
+    parser.add_argument("--max-retries", type=int, default=3,
+                        help="ray: retries of a run whose node or worker died (it resumes); a failing run is never retried")
 
 
 def main(args: argparse.Namespace) -> int:
-    if args.jobs < 1:
-        raise UsageError(f"--jobs {args.jobs}: give at least 1")
+    check_arguments(args)
     spec = load_sweep(args.sweep, args.output_root)
     extra = dict(parse_override(item) for item in args.overrides)
     runs = plan_sweep(spec, extra)
+    if args.backend == "ray":
+        import_ray()  # without Ray: one line on how to install it, before anything slow
+    if not args.no_preflight:
+        print(preflight(runs), file=sys.stderr if args.format == "jsonl" else sys.stdout, flush=True)
     if args.dry_run:
-        print_plan(spec, runs)
+        print_plan_jsonl(runs, args) if args.format == "jsonl" else print_plan(spec, runs)
         return 0
     started = time.time()
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` stops the runs too, as Ctrl-C does
     try:
-        outcomes = execute(runs, make_backend(args))
+        outcomes = execute(runs, make_backend(args, spec.output_root))
     except KeyboardInterrupt:
         print("sweep stopped; run the same command again to continue (finished runs are skipped)", file=sys.stderr)
         return 130
@@ -538,8 +570,29 @@ def main(args: argparse.Namespace) -> int:
     return summarise(outcomes, time.time() - started)
 
 
-def make_backend(args: argparse.Namespace) -> Backend:
-    return LocalBackend(args.jobs)
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: give at least 1")
+    if args.format != "text" and not args.dry_run:
+        raise UsageError("--format jsonl prints the plan: add --dry-run")
+    if args.backend == "local" and args.address:
+        raise UsageError("--address is for --backend ray; add --backend ray, or drop --address to run here")
+    if args.cpus_per_run <= 0 or (args.gpus_per_run or 0) < 0 or args.max_retries < 0:
+        raise UsageError("--cpus-per-run must be > 0, --gpus-per-run and --max-retries >= 0")
+
+
+def make_backend(args: argparse.Namespace, output_root: Path) -> Backend:
+    if args.backend == "local":
+        return LocalBackend(args.jobs)
+    from glue_lora.sweep_ray import RayBackend
+
+    backend = RayBackend(args.address, args.cpus_per_run, args.gpus_per_run, args.max_retries)
+    try:
+        backend.check_shared_tree(output_root)  # one clear line, not 80 failed runs
+    except BaseException:
+        backend.stop()
+        raise
+    return backend
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
@@ -558,6 +611,16 @@ def print_plan(spec: SweepSpec, runs: list[PlannedRun]) -> None:
     counts = {s: list(states.values()).count(s) for s in ("done", "resume", "new")}
     print(f"{len(runs)} runs under {spec.output_root}: {counts['done']} done, {counts['resume']} to resume, "
           f"{counts['new']} new")
+
+
+def print_plan_jsonl(runs: list[PlannedRun], args: argparse.Namespace) -> None:
+    """One JSON object per run, in dependency order: what a scheduler needs to run it itself."""
+    for run in runs:
+        need = run_resources(run, args.cpus_per_run, args.gpus_per_run or 0.0)
+        argv = ray_command(run, need["gpus"], python=None)
+        print(json.dumps({"name": run.name, "state": run_state(run.run_dir), "config": str(run.config_path),
+                          "overrides": run.overrides, "dependencies": run.depends_on, "resources": need,
+                          "run_dir": str(run.run_dir), "command": shlex.join(argv), "argv": argv}, default=str))
 
 
 def write_status(spec: SweepSpec, runs: list[PlannedRun], outcomes: list[Outcome]) -> None:

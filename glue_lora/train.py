@@ -19,7 +19,8 @@ import datasets
 import torch
 import yaml
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from glue_lora import compat
 from glue_lora.compat import RUN_GLUE
@@ -82,7 +83,7 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
     record["head_modules"] = head_parameters(model, head)  # which modules train as the head, and their sizes
     log_plan(config, args, len(encoded["train"]), record)
     trainer = build_trainer(config, task, args, model, tokenizer, encoded, record)
-    resume = get_last_checkpoint(str(args.output_dir)) if config.resume and Path(args.output_dir).is_dir() else None
+    resume = last_complete_checkpoint(Path(args.output_dir)) if config.resume else None
     output = trainer.train(resume_from_checkpoint=resume)
     evals = summarise_evals(trainer.state.log_history, task.eval_splits)
     if not evals or evals[-1]["step"] != trainer.state.global_step:
@@ -282,3 +283,20 @@ def finish_record(record: dict, trainer: Trainer, task: TaskSpec, train_metrics:
                 "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
                 **(clock.summary() if (clock := find_clock(trainer)) else {})},
         train_loss=train_metrics.get("train_loss"), peak_memory_mb=peak_memory_mb(), finished=time.time())
+
+
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint that was completely written, or None.
+
+    Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was cut short (its node
+    died mid-save); `get_last_checkpoint` would pick it and the resume would fail. With save_total_limit the
+    older, complete checkpoint is deleted only after the new one is complete, so one is always there.
+    """
+    found = []
+    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else []:
+        try:
+            json.loads((path / TRAINER_STATE_NAME).read_text())
+            found.append((int(path.name.rsplit("-", 1)[1]), path))
+        except (OSError, ValueError):
+            continue
+    return str(max(found)[1]) if found else None

