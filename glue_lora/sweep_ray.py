@@ -103,11 +103,18 @@ class RayBackend:
         gpus = sum(n["Resources"].get("GPU", 0) for n in self._alive_nodes())
         self.cpus, self.gpus = cpus_per_run, (1.0 if gpus else 0.0) if gpus_per_run is None else gpus_per_run
         self.max_retries = max_retries
-        self.capacity = self._fitting(self.cpus, self.gpus)
+        self._capacity, self._capacity_at = self._fitting(self.cpus, self.gpus), time.time()
         self.cwd = os.getcwd()
         self._task = self.ray.remote(run_task)
         self._refs: dict[Any, str] = {}  # in flight: ObjectRef -> run name
         self._by_name: dict[str, Any] = {}
+
+    @property
+    def capacity(self) -> int:
+        """Runs in flight at most: what fits the alive nodes, looked up again every 10 s (nodes come and go)."""
+        if time.time() - self._capacity_at > 10:
+            self._capacity, self._capacity_at = self._fitting(self.cpus, self.gpus), time.time()
+        return self._capacity
 
     def check_shared_tree(self, root: Path) -> None:
         """A probe file written here must read back on every node; else one line naming the node."""

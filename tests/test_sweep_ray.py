@@ -170,3 +170,19 @@ def wait_for(condition, seconds: float) -> bool:
 def driver_output(process: subprocess.Popen) -> str:
     process.kill()
     return process.communicate()[0][-3000:]
+
+
+@pytest.mark.slow
+def test_ray_and_local_drivers_at_once_run_each_run_once(cluster, glue_dir, tmp_path):
+    """A Ray sweep and a local sweep started together on one sweep file and output root: every run trains
+    exactly once (training starts counted in the logs), every record is a valid success."""
+    configs = {name: {"task": name, "method": "lora"} for name in ("rte", "mrpc", "cola")}
+    path = tiny_sweep(tmp_path / "c", glue_dir, configs, grid={"seed": [0, 1]})
+    root = tmp_path / "out"
+    drivers = [sweep_cli(str(path), "--backend", "ray", "--address", cluster.address, "--output-root", str(root)),
+               sweep_cli(str(path), "--jobs", "1", "--output-root", str(root))]
+    outputs = [finish(d) for d in drivers]
+    assert starts(root) == {name: 1 for name in load_names(path, root)}
+    assert {r["status"] for r in records(root).values()} == {"success"} and len(records(root)) == 6
+    ran = [int(line.split()[1]) for output in outputs for line in output.splitlines() if line.startswith("sweep: ")]
+    assert sum(ran) == 6  # "sweep: N ran, ..." from each driver: the runs were shared out, none twice
