@@ -7,6 +7,7 @@
 #   scripts/measure-ray-overhead.sh [OUT_DIR] [ROUNDS]
 set -euo pipefail
 out=${1:-/tmp/ray-overhead}
+mkdir -p "$out"
 rounds=${2:-2}
 python=${PYTHON:-python}
 sweep=(configs/sweeps/minilm-glue.yaml seed=0 max_train_samples=400 max_eval_samples=200 training.num_train_epochs=1)
