@@ -59,6 +59,8 @@ class RunConfig:
     resources: dict[str, float] = field(default_factory=dict)  #: what a sweep backend gives the run: {gpus: 8, cpus: 4}
     resume: bool = False  #: continue an interrupted run from its last checkpoint
     overwrite: bool = False  #: replace a finished or interrupted run directory
+    save_final: bool = False  #: also keep the final weights in <run_dir>/final/ (the run dir holds the best's)
+    keep_checkpoints: bool = False  #: keep checkpoints/ (optimizer state) after a successful run
     notes: str = ""  #: free text, kept with the results
     #: run_glue: reproduce transformers' run_glue.py exactly (its padding, batch order, eval batch; see compat.py)
     compat: str | None = None

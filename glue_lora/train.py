@@ -5,8 +5,6 @@ Works unchanged under `python`, `accelerate launch` and `torchrun`; only the mai
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -18,28 +16,28 @@ from typing import Any
 import datasets
 import torch
 import yaml
-from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from glue_lora import compat
+from glue_lora import compat, pipeline
 from glue_lora.compat import RUN_GLUE
 from glue_lora.config import BatchPlan, RunConfig, plan_batch
-from glue_lora.data import load_glue, require_training_splits
+from glue_lora.data import require_training_splits
 from glue_lora.errors import UsageError
 from glue_lora.metrics import trainer_metrics_fn
 from glue_lora.methods import get_method
-from glue_lora.modeling import (count_parameters, head_parameters, init_from_run, load_model, load_tokenizer,
-                                save_trained)
+from glue_lora.modeling import count_parameters, head_parameters, init_from_run
 from glue_lora.progress import attach_progress
 from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
                                summarise_evals, versions, write_json_atomic)
+from glue_lora.run_files import write_model_card, write_model_files
 from glue_lora.tasks import TaskSpec, get_task
 from glue_lora.timing import TrainClock, find_clock
 from glue_lora.trackers import check_hub, check_trackers, log_summary, point_logs
+from glue_lora.weights import BestWeights, install_best, save_model_files
 
 log = logging.getLogger(__name__)
-CACHE_DIR = Path(os.environ.get("GLUE_LORA_CACHE", Path.home() / ".cache" / "glue_lora"))
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -69,13 +67,10 @@ def run(config: RunConfig) -> dict[str, Any]:
 
 
 def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments, record: dict) -> dict:
-    tokenizer = load_tokenizer(config)
-    with args.main_process_first(desc="load and tokenise"):
-        splits, source = load_glue(task, config.data_dir)
-        encoded = tokenise(splits, task, tokenizer, config, source)
-    record["data"] = {"source": source, "rows": {k: len(v) for k, v in encoded.items()}}
-    set_seed(config.seed)  # the head's random init depends on it
-    model, head = load_model(config, task, total_steps(args, len(encoded["train"])))
+    built = pipeline.build(config, first=lambda: args.main_process_first(desc="load and tokenise"),
+                           steps=lambda n_train: total_steps(args, n_train))
+    model, head, tokenizer, encoded = built.model, built.head, built.tokenizer, built.encoded
+    record["data"] = {"source": built.source, "rows": {k: len(v) for k, v in encoded.items()}}
     if config.init_from:
         loaded = init_from_run(model, config.init_from, config.init_modules, config.method, head)
         record["init_from"] = {"run": config.init_from, "tensors": len(loaded)}
@@ -90,13 +85,32 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
         trainer.evaluate()  # the record needs the final model's score even when the cadence missed it
     if args.process_index == 0:
         finish_record(record, trainer, task, output.metrics, encoded["train"], resume)
-        if not save_trained(trainer.model, config.run_dir, config):  # BitFit saves its trained tensors only
-            trainer.save_model(str(config.run_dir))
-        tokenizer.save_pretrained(str(config.run_dir))
+        save_weights(config, task, trainer, tokenizer, record)
         write_json_atomic(config.run_dir / RESULTS_FILE, record)
         log_summary(args.report_to, config.run_dir, record, trainer.state.global_step)
+        if not config.keep_checkpoints:  # only now: until the record says success, resume needs them
+            shutil.rmtree(args.output_dir, ignore_errors=True)
         log.debug("results: %s", config.run_dir / RESULTS_FILE)
     return record
+
+
+def save_weights(config: RunConfig, task: TaskSpec, trainer: Trainer, tokenizer, record: dict) -> None:
+    """The run directory gets the best evaluation's model (`final/` the last one, with save_final=true)."""
+    run_dir, best = config.run_dir, record.get("best")
+    if config.save_final or best is None:
+        final_dir = run_dir / "final" if best is not None else run_dir
+        save_model_files(trainer.model, final_dir, config)  # the model in memory is the final one
+        write_model_files(final_dir, config, trainer.model, tokenizer)
+    if best is not None:
+        install_best(Path(trainer.args.output_dir), run_dir, best, task.primary_key)
+        write_model_files(run_dir, config, trainer.model, tokenizer)
+    # which evaluation the run directory's weights are (no finite primary score at all: the final model)
+    record["weights"] = {"evaluation": "best" if best is not None else "final",
+                         "step": (best or record.get("final") or {}).get("step"),
+                         "final_dir": "final" if config.save_final and best is not None else None}
+    write_model_card(run_dir, record)
+    if (run_dir / "final").is_dir():
+        write_model_card(run_dir / "final", {**record, "best": record.get("final")}, str(run_dir / "final"))
 
 
 def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
@@ -165,58 +179,22 @@ def prepare_run_dir(config: RunConfig) -> None:
 
 def tokenise(splits: datasets.DatasetDict, task: TaskSpec, tokenizer, config: RunConfig,
              source: str) -> datasets.DatasetDict:
-    """Subset, tokenise and truncate once; cached on disk, keyed by everything that changes the result."""
-    used = (task.train_split, *task.eval_splits)  # test splits are unlabelled: not needed for training
-    splits = datasets.DatasetDict({name: _subset(split, name, task, config) for name, split in splits.items()
-                                   if name in used})
-    key = _cache_key(splits, task, tokenizer, config, source)
-    cached = CACHE_DIR / "tokenized" / key
-    if (cached / "dataset_dict.json").exists():
-        return datasets.load_from_disk(str(cached))
-
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        texts = [batch[col] for col in task.text_columns]
-        out = tokenizer(*texts, truncation=True, max_length=config.max_seq_length,
-                        padding="max_length" if config.pad_to_max_length else False)
-        out["length"] = [sum(mask) for mask in out["attention_mask"]]  # real tokens, read by group_by_length
-        return out
-
-    removed = [*task.text_columns, "idx"]
-    encoded = splits.map(encode, batched=True, remove_columns=removed, desc="tokenising",
-                         num_proc=min(4, os.cpu_count() or 1) if len(splits.get("train", [])) > 50_000 else None)
-    encoded = encoded.rename_column("label", "labels")
-    encoded.save_to_disk(str(cached))
-    return encoded
-
-
-def _subset(split: datasets.Dataset, name: str, task: TaskSpec, config: RunConfig) -> datasets.Dataset:
-    limit = config.max_train_samples if name == task.train_split else config.max_eval_samples
-    if limit is None or limit >= len(split):
-        return split
-    if config.compat == RUN_GLUE:
-        return split.select(range(limit))  # run_glue's --max_*_samples: the first rows
-    return split.shuffle(seed=0).select(range(limit))  # the same subset for every seed and method
-
-
-def _cache_key(splits: datasets.DatasetDict, task: TaskSpec, tokenizer, config: RunConfig, source: str) -> str:
-    parts = [task.name, source, tokenizer.name_or_path, len(tokenizer), config.max_seq_length,
-             config.pad_to_max_length, config.max_train_samples, config.max_eval_samples,
-             {name: (len(split), split[0], split[-1]) for name, split in splits.items()}]
-    return hashlib.sha256(json.dumps(parts, default=str, sort_keys=True).encode()).hexdigest()[:20]
+    """The training splits of `splits`, tokenised (`pipeline.tokenise`); test splits are left out."""
+    used = pipeline.training_splits(task)
+    return pipeline.tokenise(datasets.DatasetDict({k: v for k, v in splits.items() if k in used}), task,
+                             tokenizer, config, source)
 
 
 def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, model, tokenizer,
                   encoded: datasets.DatasetDict, record: dict) -> Trainer:
     eval_sets = {name: encoded[name] for name in task.eval_splits if name in encoded}
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None)
-    if config.compat == RUN_GLUE:
-        collator = compat.data_collator(config.pad_to_max_length, args.fp16, tokenizer)
     method = get_method(config.method)
     optimizer = method.optimizer(model, config, args) if method.optimizer else None  # e.g. LoRA+'s lr groups
     extra = method.callbacks(model, config) if method.callbacks else []  # e.g. AdaLoRA's rank allocation
+    callbacks = [RecordCallback(config.run_dir, task, record), BestWeights(Path(args.output_dir), task, config), *extra]
     trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
-                      data_collator=collator, processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
-                      callbacks=[TrainClock(), RecordCallback(config.run_dir, task, record), *extra],
+                      data_collator=pipeline.make_collator(tokenizer, config, args.fp16), processing_class=tokenizer,
+                      compute_metrics=trainer_metrics_fn(task), callbacks=[TrainClock(), *callbacks],
                       optimizers=(optimizer, None))
     point_logs(trainer, config.run_dir)  # tracker files in <run_dir>/logs
     return attach_progress(trainer, config.training.get("disable_tqdm"))  # a bar on a terminal, else lines

@@ -18,9 +18,9 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     """Tokenisation and `datasets` caches per test session, never the user's ~/.cache."""
     import datasets
 
-    import glue_lora.train as train
+    import glue_lora.pipeline as pipeline
 
-    monkeypatch.setattr(train, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glue_lora_cache")
+    monkeypatch.setattr(pipeline, "CACHE_DIR", tmp_path_factory.getbasetemp() / "glue_lora_cache")
     # read when load_dataset runs, so the parquet loader's arrow cache lands here too
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path_factory.getbasetemp() / "hf_datasets")
 

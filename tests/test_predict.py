@@ -1,0 +1,103 @@
+"""Best weights in the run directory, self-contained run directories, and `glue-lora predict`."""
+
+import json
+
+import pytest
+import torch
+
+from glue_lora.cli import main
+from glue_lora.config import load_config
+from glue_lora.predict import predict_run
+from glue_lora.results import read_results
+from glue_lora.runs import load_run
+from glue_lora.train import run
+
+# a high learning rate on a tiny subset: the scores jump around, so the best evaluation is not the last
+NOISY = ["max_train_samples=64", "max_eval_samples=32", "global_batch_size=8", "max_seq_length=64",
+         "training.max_steps=16", "training.eval_strategy=steps", "training.eval_steps=4",
+         "training.learning_rate=1e-2", "save_final=true"]
+
+
+@pytest.fixture(scope="module")
+def stsb_run(tiny_roberta, glue_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stsb") / "run"
+    record = run(load_config(None, ["task=stsb", f"model={tiny_roberta}", f"data_dir={glue_dir}",
+                                    f"output_dir={out}", *NOISY]))
+    return out, record
+
+
+def test_run_dir_holds_the_best_evaluation_and_predict_reproduces_it_exactly(stsb_run):
+    out, record = stsb_run
+    key = record["primary_metric"]
+    assert record["best"]["step"] != record["final"]["step"]  # the case that used to keep the wrong weights
+    assert record["weights"] == {"evaluation": "best", "step": record["best"]["step"], "final_dir": "final"}
+    [best] = predict_run(out)
+    assert best.metrics["pearson"] == record["best"]["metrics"][key]  # exactly, not approximately
+    assert best.metrics["spearmanr"] == record["best"]["metrics"]["validation/spearmanr"]
+    [final] = predict_run(out / "final")
+    assert final.metrics["pearson"] == record["final"]["metrics"][key]
+    assert not (out / "checkpoints").exists()  # deleted after success (keep_checkpoints=false)
+
+
+def test_predictions_are_in_split_order(stsb_run, glue_dir):
+    out, _ = stsb_run
+    [result] = predict_run(out)
+    model, tokenizer = load_run(out)
+    rows = read_results(out)["data"]["rows"]["validation"]
+    assert len(result.index) == rows
+    from glue_lora.data import load_glue
+    from glue_lora.tasks import get_task
+    dev = load_glue(get_task("stsb"), str(glue_dir))[0]["validation"]
+    for position in (0, 7, rows - 1):
+        example = dev[int(result.index[position])]
+        batch = tokenizer(example["sentence1"], example["sentence2"], truncation=True, max_length=64, return_tensors="pt")
+        with torch.no_grad():
+            score = model(**batch).logits.item()
+        assert score == pytest.approx(float(result.predictions[position]), abs=1e-5)
+
+
+def test_run_dir_is_self_contained(stsb_run):
+    out, record = stsb_run
+    from transformers import AutoConfig
+    config = AutoConfig.from_pretrained(out)
+    assert config.num_labels == 1 and config.problem_type == "regression"
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == record["model"]  # as the config named it
+    card = (out / "README.md").read_text()
+    assert "stsb" in card and f"{record['best']['metrics']['validation/pearson']:.4f}" in card
+    model, _ = load_run(out)
+    assert model.config.num_labels == 1
+
+
+def test_predict_cli_writes_files_and_checks_the_record(stsb_run, tmp_path, capsys):
+    out, _ = stsb_run
+    assert main(["predict", str(out), "--split", "all", "--out", str(tmp_path / "p"), "--format", "tsv"]) == 0
+    assert "equal to the recorded step-" in capsys.readouterr().out
+    test_rows = (tmp_path / "p" / "test.tsv").read_text().splitlines()
+    assert test_rows[0] == "index\tprediction" and len(test_rows) == 1 + 1379  # every test row, never a subset
+    assert [int(r.split("\t")[0]) for r in test_rows[1:]] == list(range(1379))
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("failed", "holds a failed run"),
+    ("running", "holds a running run"),
+    ("old-layout", "older glue-lora layout"),
+    ("split", "has no test_matched split; it has: train, validation, test"),
+])
+def test_predict_bad_input_is_one_line_and_writes_nothing(stsb_run, tmp_path, problem, message, capsys):
+    import shutil
+    out, _ = stsb_run
+    broken = tmp_path / "run"
+    shutil.copytree(out, broken)
+    record = read_results(broken)
+    split = "test_matched" if problem == "split" else "validation"
+    if problem in ("failed", "running"):
+        record.update(status=problem, error="ValueError: boom" if problem == "failed" else None)
+        (broken / "results.json").write_text(json.dumps(record))
+    if problem == "old-layout":
+        (broken / "config.json").unlink()
+    assert main(["predict", str(broken), "--split", split, "--out", str(tmp_path / "p")]) == 2
+    stderr = capsys.readouterr().err
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and message in errors[0], stderr[-1500:]
+    assert not (tmp_path / "p").exists()
