@@ -82,7 +82,8 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
 }
 # Tools in their own modules; each defines HELP, add_arguments(parser) and main(args) -> exit status.
 TOOL_MODULES = {"configs": "glue_lora.config_table", "sweep": "glue_lora.sweep", "report": "glue_lora.report",
-                "bench": "glue_lora.bench", "predict": "glue_lora.predict"}
+                "bench": "glue_lora.bench", "predict": "glue_lora.predict",
+                "submit": "glue_lora.submit", "export": "glue_lora.export"}
 
 
 def build_parser(command: str | None = "*") -> argparse.ArgumentParser:

@@ -29,17 +29,20 @@ def is_adapter_dir(folder: Path) -> bool:
 
 def check_run_dir(folder: Path) -> dict[str, Any]:
     """The finished run's record; anything else (missing, running, failed, another layout) is one clear error."""
-    from glue_lora.results import read_results
+    from glue_lora.record import RESULTS_FILE, Malformed, load_record
 
     folder = Path(folder)
     if not folder.is_dir():
         raise UsageError(f"{folder} is not a directory; give a run directory (runs/<name>) or an exported model")
-    record = read_results(folder)
-    if record is None and folder.name == "final" and read_results(folder.parent):  # save_final's subfolder
-        parent = read_results(folder.parent)
-        record = {**parent, "weights": {"evaluation": "final", "step": (parent.get("final") or {}).get("step")}}
+    record = load_record(folder / RESULTS_FILE)
+    if record is None and folder.name == "final":  # save_final's subfolder: the parent run's record
+        parent = load_record(folder.parent / RESULTS_FILE)
+        if isinstance(parent, dict):
+            record = {**parent, "weights": {"evaluation": "final", "step": (parent.get("final") or {}).get("step")}}
+    if isinstance(record, Malformed):
+        raise UsageError(f"{folder}/{RESULTS_FILE} is {record}: not a glue-lora run record")
     if record is None:
-        raise UsageError(f"{folder} has no readable results.json: not a glue-lora run directory")
+        raise UsageError(f"{folder} has no {RESULTS_FILE}: not a glue-lora run directory")
     status = record.get("status")
     if status != "success":
         why = f" ({record['error']})" if record.get("error") else ""

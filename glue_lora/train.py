@@ -5,6 +5,7 @@ Works unchanged under `python`, `accelerate launch` and `torchrun`; only the mai
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os

@@ -65,8 +65,13 @@ def test_run_dir_is_self_contained(stsb_run):
     assert adapter["base_model_name_or_path"] == record["model"]  # as the config named it
     card = (out / "README.md").read_text()
     assert "stsb" in card and f"{record['best']['metrics']['validation/pearson']:.4f}" in card
-    model, _ = load_run(out)
+    model, tokenizer = load_run(out)
     assert model.config.num_labels == 1
+    scope: dict = {}
+    exec(card.split("```python\n")[1].split("```")[0], scope)  # noqa: S102 - the card's own loading code
+    batch = tokenizer("A man plays.", "A man is playing.", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(scope["model"](**batch).logits, model(**batch).logits)
 
 
 def test_predict_cli_writes_files_and_checks_the_record(stsb_run, tmp_path, capsys):
@@ -101,3 +106,35 @@ def test_predict_bad_input_is_one_line_and_writes_nothing(stsb_run, tmp_path, pr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and message in errors[0], stderr[-1500:]
     assert not (tmp_path / "p").exists()
+
+
+def test_export_merge_gives_a_plain_model_with_the_same_logits(stsb_run, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    out, record = stsb_run
+    merged_dir = tmp_path / "merged"
+    assert main(["export", str(out), "--merge", str(merged_dir)]) == 0
+    assert not (merged_dir / "adapter_config.json").exists() and (merged_dir / "model.safetensors").exists()
+    merged = AutoModelForSequenceClassification.from_pretrained(merged_dir).eval()  # transformers alone
+    unmerged, tokenizer = load_run(out)
+    batch = tokenizer(["A man is playing a guitar.", "Two dogs run."], ["A man plays guitar.", "A cat sleeps."],
+                      padding=True, return_tensors="pt")
+    with torch.no_grad():
+        diff = (merged(**batch).logits - unmerged(**batch).logits).abs().max().item()
+    assert diff < 1e-4
+    assert merged.config.num_labels == 1 and merged.config.problem_type == "regression"
+    [result] = predict_run(merged_dir)  # predict takes a merged directory too
+    assert result.metrics["pearson"] == pytest.approx(record["best"]["metrics"]["validation/pearson"], abs=1e-4)
+
+
+def test_autopeft_loads_a_run_dir_given_its_labels(stsb_run):
+    """AutoPeft reads only adapter_config.json, so it needs the labels from the run's config.json."""
+    from peft import AutoPeftModelForSequenceClassification
+    from transformers import AutoConfig
+
+    out, _ = stsb_run
+    labels = AutoConfig.from_pretrained(out)
+    model = AutoPeftModelForSequenceClassification.from_pretrained(
+        out, num_labels=labels.num_labels, id2label=labels.id2label, label2id=labels.label2id,
+        problem_type=labels.problem_type)
+    assert model.config.num_labels == 1 and model.config.problem_type == "regression"
