@@ -46,6 +46,7 @@ from typing import Any, Protocol
 import yaml
 
 from glue_lora.config import RunConfig, config_dependencies, load_config, parse_override, read_yaml_mapping
+from glue_lora.console import current_verbosity
 from glue_lora.errors import UsageError, closest
 from glue_lora.record import RESULTS_FILE, Malformed, load_record, write_json_atomic
 from glue_lora.sweep_claims import Claims
@@ -463,8 +464,9 @@ class Progress:
         self.done += 1
         if outcome.status in ("success", "failed") and outcome.seconds > 0:
             self.durations.append(outcome.seconds)
-        print(f"[{self.done}/{self.total}] {run.name}: {self._result(run, outcome)}; {running} running, "
-              f"{failed} failed{self._eta()}", flush=True)
+        if current_verbosity() >= 0:  # -q: the summary only
+            print(f"[{self.done}/{self.total}] {run.name}: {self._result(run, outcome)}; {running} running, "
+                  f"{failed} failed{self._eta()}", flush=True)
 
     @staticmethod
     def _result(run: PlannedRun, outcome: Outcome) -> str:
@@ -555,7 +557,9 @@ def main(args: argparse.Namespace) -> int:
     if args.backend == "ray":
         import_ray()  # without Ray: one line on how to install it, before anything slow
     if not args.no_preflight:
-        print(preflight(runs), file=sys.stderr if args.format == "jsonl" else sys.stdout, flush=True)
+        checked = preflight(runs)
+        if current_verbosity() >= 0:
+            print(checked, file=sys.stderr if args.format == "jsonl" else sys.stdout, flush=True)
     if args.dry_run:
         print_plan_jsonl(runs, args) if args.format == "jsonl" else print_plan(spec, runs)
         return 0

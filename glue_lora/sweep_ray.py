@@ -65,19 +65,29 @@ def ray_command(run: PlannedRun, gpus: float, python: str | None = sys.executabl
     return [python, "-m", "glue_lora.cli", *train] if python else ["glue-lora", *train]
 
 
-def run_task(command: list[str], threads: int, log_path: str, cwd: str, *dependencies: dict) -> dict[str, Any]:
+def run_task(command: list[str], env_extra: dict[str, str], log_path: str, cwd: str,
+             *dependencies: dict) -> dict[str, Any]:
     """The Ray task: run one training subprocess to its end on this node; a failed dependency skips it."""
     if any(d.get("code") != 0 or d.get("blocked") for d in dependencies):
         return {"code": -1, "blocked": True}
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "TOKENIZERS_PARALLELISM": "false"}  # CUDA_VISIBLE_DEVICES: set by Ray for the task's GPUs
+    env = {**os.environ, **env_extra}  # CUDA_VISIBLE_DEVICES: set by Ray for the task's GPUs
     started = time.time()
     header = f"[ray node {node[:12]} on {socket.gethostname()}, {time.strftime('%H:%M:%S')}] "
     code = run_logged(command, env, Path(log_path), header=header, cwd=cwd)
     return {"code": code, "seconds": time.time() - started, "node": node}
+
+
+def task_environment(cpus: float) -> dict[str, str]:
+    """What a run's process gets besides the node's environment: its thread count, and this driver's
+    verbosity and library-quieting settings (a node started by `ray start` elsewhere has none of them)."""
+    from glue_lora.console import QUIET_LIBRARY_ENV, VERBOSITY_ENV
+
+    threads = str(max(1, math.floor(cpus)))
+    passed = {k: os.environ[k] for k in (VERBOSITY_ENV, *QUIET_LIBRARY_ENV) if k in os.environ}
+    return {**passed, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
 
 
 def probe_task(path: str, token: str, cwd: str) -> str:
@@ -140,9 +150,9 @@ class RayBackend:
         need = run_resources(run, self.cpus, self.gpus)
         options = dict(num_cpus=need["cpus"], num_gpus=need["gpus"], max_retries=self.max_retries,
                        retry_exceptions=False, name=run.name)
-        threads = max(1, math.floor(need["cpus"]))
-        ref = self._task.options(**options).remote(ray_command(run, need["gpus"]), threads, str(log_path.resolve()),
-                                                   self.cwd, *[self._by_name[d] for d in after])
+        ref = self._task.options(**options).remote(ray_command(run, need["gpus"]), task_environment(need["cpus"]),
+                                                   str(log_path.resolve()), self.cwd,
+                                                   *[self._by_name[d] for d in after])
         self._refs[ref], self._by_name[run.name] = run.name, ref
 
     def wait(self, timeout: float) -> list[Exit]:

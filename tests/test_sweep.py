@@ -414,7 +414,10 @@ def test_claim_of_another_host_is_stale_when_its_heartbeat_stops(tmp_path, monke
     owner.release_all()
 
 
-def test_progress_lines_give_score_counts_and_eta(configs, tmp_path, capsys):
+def test_progress_lines_give_score_counts_and_eta(configs, tmp_path, capsys, monkeypatch):
+    from glue_lora.console import VERBOSITY_ENV
+
+    monkeypatch.setenv(VERBOSITY_ENV, "0")  # not -q (an earlier test's CLI call may have left it set)
     spec = load_sweep(sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"],
                                  grid={"seed": [0, 1]}))
     runs = plan_sweep(spec)
@@ -432,6 +435,10 @@ def test_progress_lines_give_score_counts_and_eta(configs, tmp_path, capsys):
     assert len(lines) == 4 and lines[0].startswith(f"[1/4] {runs[0].name}: 0.7500 (validation/accuracy)")
     assert all("0 running" in line for line in lines) and "ETA" in lines[0] and "ETA" not in lines[-1]
     assert lines[-1].startswith(f"[4/4] {runs[3].name}: failed (RuntimeError: planned)") and "1 failed" in lines[-1]
+    monkeypatch.setenv(VERBOSITY_ENV, "-1")  # -q: no progress lines
+    execute(plan_sweep(load_sweep(sweep_file(configs, tmp_path / "q", configs=["../lora/rte.yaml"]))),
+            runner=FakeRunner(), cpus=2, gpus=[])
+    assert "[1/1]" not in capsys.readouterr().out
 
 
 def test_first_run_of_a_dataset_runs_alone(configs, tmp_path):
@@ -566,3 +573,15 @@ def test_resume_skips_a_checkpoint_cut_short(tmp_path):
         if state is not None:
             (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
     assert last_complete_checkpoint(folder) == str(folder / "checkpoint-4")
+
+
+def test_shared_tree_probe_names_what_a_node_lacks(tmp_path):
+    """What the Ray backend's probe task reports from a node (run here without Ray: the function itself)."""
+    from glue_lora.sweep_ray import probe_task
+
+    probe = tmp_path / ".ray-probe-x"
+    assert probe_task(str(probe), "token", str(tmp_path)) == f"cannot read {probe}"
+    probe.write_text("token")
+    assert probe_task(str(probe), "token", str(tmp_path)) == ""
+    assert probe_task(str(probe), "other", str(tmp_path)) == f"sees another file at {probe}"
+    assert probe_task(str(probe), "token", str(tmp_path / "gone")) == f"lacks the sweep's working directory {tmp_path / 'gone'}"
