@@ -329,7 +329,7 @@ def harness_trainer(config) -> HarnessTrainer:
     tokenise_seconds = time.perf_counter() - start
     set_seed(config.seed)  # as run(): the head's random init depends on it
     model, _ = load_model(config, task)
-    trainer = build_trainer(config, task, args, model, tokenizer, encoded, record={})
+    trainer = build_trainer(config, task, args, model, tokenizer, encoded)
     return HarnessTrainer(trainer, model, args, encoded, tokenise_seconds)
 
 

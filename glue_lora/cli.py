@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -178,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM raised as Interrupted (glue_lora.lifecycle)
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"interrupted by {signal.Signals(signum).name}; what was measured is kept (resume=true continues)",
+              file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # `glue-lora configs | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- keeps Python's exit-time flush from failing again
         return 0

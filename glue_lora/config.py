@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import math
 import os
+import tempfile
 import re
 import types
 import typing
@@ -102,14 +104,48 @@ def load_config(path: str | os.PathLike | None, overrides: list[str] = ()) -> Ru
     return build_config(raw)
 
 
+class StrictLoader(yaml.SafeLoader):
+    """YAML without its traps: a duplicate key is an error (not last-wins), and aliases are refused (an alias
+    bomb, a few lines of nested `*a` references, would expand to gigabytes)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(problem=f"alias *{event.anchor} is not supported; write the value out",
+                                       problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def strict_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=StrictLoader)  # noqa: S506 - StrictLoader is a SafeLoader
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """'line N: problem' from a YAML error, in one line."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"line {mark.line + 1}: {problem}" if mark else problem
+
+
 def read_yaml_mapping(path: Path, what: str, where: str, shape: str) -> dict:
     """Parse a YAML file that must hold a mapping (a config, a sweep); every problem is a one-line UsageError."""
     if not path.is_file():
         raise UsageError(f"{what} not found: {path}; {where}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = strict_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not UTF-8 (byte {err.start}); save it as UTF-8") from err
     except yaml.YAMLError as err:
-        raise UsageError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+        raise UsageError(f"{path}: not valid YAML ({_yaml_problem(err)})") from err
     if not isinstance(data, dict):
         raise UsageError(f"{path}: {shape}")
     return data
@@ -150,7 +186,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item or item.startswith("="):
         raise UsageError(f"override {item!r} is not key=value (e.g. lora.r=16 or training.learning_rate=3e-4)")
     key, text = item.split("=", 1)
-    return key.strip(), yaml.safe_load(text) if text.strip() else None
+    try:
+        return key.strip(), strict_yaml(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise UsageError(f"override {item!r}: not a valid YAML value ({_yaml_problem(err)})") from err
 
 
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -304,7 +343,106 @@ def _check_values(config: RunConfig) -> list[str]:
         errors.append("resume=true and overwrite=true contradict each other: pick one")
     if config.global_batch_size and "gradient_accumulation_steps" in config.training:
         errors.append("training.gradient_accumulation_steps is derived from global_batch_size: set only one")
-    return errors + _check_init_from(config) + _check_training(config.training)
+    return errors + _check_init_from(config) + _check_training(config.training) + _check_numbers(config)
+
+
+def _check_numbers(config: RunConfig) -> list[str]:
+    """NaN/inf anywhere in the settings, and a learning rate that cannot train, fail before any model loads."""
+    errors = [f"{key}={value} must be a finite number" for key, value in _flatten(config.to_dict()).items()
+              if isinstance(value, float) and not math.isfinite(value)]
+    lr = config.training.get("learning_rate")
+    if isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr) and lr <= 0:
+        errors.append(f"training.learning_rate={lr} must be positive (e.g. 5e-4 for LoRA, 2e-5 for full fine-tuning)")
+    return errors
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# --- checks against the world: the model's config, the output folder, an earlier run --------------------------
+
+# Settings a resumed run may change: they alter what is logged or how fast evaluation runs, not what is trained.
+HARMLESS_ON_RESUME = {
+    "resume", "overwrite", "notes", "name", "output_dir",
+    "training.logging_steps", "training.logging_strategy", "training.logging_first_step", "training.logging_dir",
+    "training.report_to", "training.disable_tqdm", "training.log_level", "training.log_level_replica",
+    "training.per_device_eval_batch_size", "training.eval_accumulation_steps", "training.dataloader_num_workers",
+    "training.dataloader_pin_memory", "training.dataloader_persistent_workers", "training.dataloader_prefetch_factor",
+    "training.save_total_limit", "training.run_name",
+}
+
+
+def changed_settings(saved_config: Path, config: RunConfig) -> list[str]:
+    """Settings (dotted, with old -> new) where `config` differs from the run's saved config.yaml in a way
+    that alters the run; [] when they agree or no saved config exists to compare with."""
+    try:
+        saved = strict_yaml(saved_config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(saved, dict):
+        return []
+    old, new = _flatten(saved), _flatten(config.to_dict())
+    keys = sorted(k for k in set(old) | set(new) if k not in HARMLESS_ON_RESUME and old.get(k) != new.get(k))
+    return [f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in keys]
+
+
+def check_output_dir(run_dir: Path) -> None:
+    """The run directory can be created and written (a probe file), before any model loads."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"output_dir {run_dir} is a file, not a directory; choose another output_dir/name")
+    existing = next(p for p in (run_dir, *run_dir.parents) if p.exists())
+    if not existing.is_dir():
+        raise UsageError(f"output_dir {run_dir}: {existing} is a file, not a directory; choose another output_dir")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".glue-lora-probe-"):
+            pass
+    except OSError as err:
+        raise UsageError(f"output_dir {run_dir} is not writable ({existing}: {err.strerror or err}); "
+                         "choose another output_dir") from err
+
+
+# Model families whose learned absolute position table bounds the sequence length (RoBERTa's starts at 2).
+ABSOLUTE_POSITIONS = {"roberta": 2, "xlm-roberta": 2, "camembert": 2, "bert": 0, "electra": 0}
+
+
+def check_model_fit(config: RunConfig) -> None:
+    """Settings against the model's config.json alone (no weights load): rank vs hidden size (a warning),
+    max_seq_length vs the position table (an error). Skipped when the config is not available locally."""
+    hf = _local_model_config(config.model)
+    if hf is None:
+        return
+    from glue_lora.methods import get_method
+
+    hidden = getattr(hf, "hidden_size", None)
+    for section in get_method(config.method).sections:  # every section with a rank (lora, vera, adalora, ...)
+        rank = getattr(getattr(config, section), "r", None)
+        if isinstance(rank, int) and hidden and rank > hidden:
+            log.warning("%s.r=%d exceeds the hidden size %d of %s: the update cannot have that rank, so the "
+                        "extra parameters add nothing", section, rank, hidden, config.model)
+    offset = ABSOLUTE_POSITIONS.get(hf.model_type)
+    limit = getattr(hf, "max_position_embeddings", None)
+    if offset is not None and limit and config.max_seq_length > limit - offset:
+        raise UsageError(f"max_seq_length={config.max_seq_length} exceeds what {config.model} can encode "
+                         f"({limit - offset} positions); set max_seq_length={limit - offset} or less")
+
+
+def _local_model_config(model: str) -> Any:
+    from transformers import AutoConfig
+
+    from glue_lora.modeling import resolve_model_path
+
+    local = model.startswith("pypi:") or Path(model).expanduser().exists()
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(model), local_files_only=True) if local else None
+    except (OSError, ValueError):
+        return None  # loading the model reports it with the full explanation
 
 
 def _check_training(training: dict[str, Any]) -> list[str]:

@@ -7,7 +7,9 @@ Every source yields the same `DatasetDict`: the task's text columns, `label` (Cl
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import math
 from collections import Counter
 from pathlib import Path
 
@@ -75,6 +77,17 @@ def require_training_splits(task: TaskSpec, data_dir: str | None) -> None:
                          f"`glue-lora data {task.name} data_dir={data_dir}`, or leave data_dir unset to use the Hub")
 
 
+def check_local_data(task: TaskSpec, data_dir: str | None) -> None:
+    """Read and check every classic-TSV file of `task` (UTF-8, header, field counts, labels), so a bad file is
+    one line before any model loads. Parquet and the Hub carry typed columns and are checked when loaded."""
+    kind, folder = locate(task, data_dir)
+    if kind != "tsv":
+        return
+    for split, layout in task.tsv.items():
+        if (folder / layout.file).exists():
+            _read_tsv(folder / layout.file, layout, task, split)
+
+
 # --- the Hub -------------------------------------------------------------------------------------------------
 
 def _load_hub(task: TaskSpec) -> datasets.DatasetDict:
@@ -133,40 +146,87 @@ def _load_tsv_dir(task: TaskSpec, folder: Path) -> datasets.DatasetDict:
 
 
 def _read_tsv(path: Path, layout: TsvLayout, task: TaskSpec, split: str) -> dict[str, list]:
-    """Read one classic GLUE file: no quoting (a sentence may start with a lone `"`), BOM-tolerant."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
-    header = rows.pop(0) if layout.has_header else []
-    positions = {col: header.index(ref) if isinstance(ref, str) else ref for col, ref in layout.columns.items()}
-    width = len(header) if header else max(len(row) for row in rows)
+    """Read one classic GLUE file: no quoting (a sentence may start with a lone `"`), BOM-tolerant.
+
+    Strict, because a silently misread file trains on garbage: UTF-8, a header with the expected columns,
+    every row as wide as the header (a wider row usually means a tab inside a sentence, shifting the label),
+    labels in the task's vocabulary. Every problem is one line naming the file and line.
+    """
+    rows = _tsv_rows(path)
+    header = rows.pop(0)[1] if layout.has_header and rows else []
+    positions = _positions(path, layout, header)
+    width = len(header) if header else len(rows[0][1]) if rows else 0
+    if layout.has_header and "label" in positions and _is_label(header[positions["label"]], task):
+        raise UsageError(f"{path}:1: the first row looks like data, not the header; restore the header line")
     out: dict[str, list] = {name: [] for name in (*task.text_columns, "label", "idx")}
     skipped = 0
-    for row in rows:
-        if not row:
-            continue  # a blank line is no example (csv.DictReader, which the Hub's conversion used, skips it too)
-        if len(row) < width:
-            if task.skip_malformed_rows:
-                skipped += 1
-                continue
-            raise UsageError(f"{path}: row {len(out['idx']) + skipped + 1} has {len(row)} fields, expected "
-                             f"{width}; re-download the file (the classic GLUE zip is read as-is)")
+    for line, row in rows:
+        if len(row) < width and task.skip_malformed_rows:
+            skipped += 1
+            continue
+        if len(row) != width:
+            raise UsageError(f"{path}:{line}: {len(row)} fields, expected {width} (as the "
+                             f"{'header' if header else 'first row'}); a tab inside a sentence or a cut line? "
+                             "re-download the file (the classic GLUE zip is read as-is)")
         for col in task.text_columns:
             out[col].append(row[positions[col]])
-        out["label"].append(_parse_label(row[positions["label"]], task, path) if "label" in positions else -1)
+        out["label"].append(_parse_label(row[positions["label"]], task, f"{path}:{line}") if "label" in positions else -1)
         out["idx"].append(len(out["idx"]))
+    if not out["idx"]:
+        raise UsageError(f"{path}: no data rows{' after the header' if header else ''}; re-download the file")
     if skipped:
         log.warning("%s: skipped %d malformed rows (missing fields), as the legacy GLUE processor did", path, skipped)
     return out
 
 
-def _parse_label(value: str, task: TaskSpec, path: Path) -> float | int:
+def _tsv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, fields) for every non-blank line; non-UTF-8 bytes and empty files are one-line errors."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        bom = 3 if raw.startswith(b"\xef\xbb\xbf") else 0
+        line = raw[:err.start + bom].count(b"\n") + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 (byte 0x{raw[err.start + bom]:02x}); re-save the file as "
+                         "UTF-8 or re-download it") from err
+    if not text.strip():
+        raise UsageError(f"{path}: empty file; re-download it")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
+    # a blank line is no example (csv.DictReader, which the Hub's conversion used, skips it too)
+    return [(reader.line_num, row) for row in reader if row]
+
+
+def _positions(path: Path, layout: TsvLayout, header: list[str]) -> dict[str, int]:
+    missing = [ref for ref in layout.columns.values() if isinstance(ref, str) and ref not in header]
+    if missing:
+        raise UsageError(f"{path}:1: header lacks column(s) {', '.join(map(repr, missing))} (found: "
+                         f"{', '.join(header) or 'nothing'}); re-download the file or restore the header")
+    return {col: header.index(ref) if isinstance(ref, str) else ref for col, ref in layout.columns.items()}
+
+
+def _is_label(value: str, task: TaskSpec) -> bool:
+    try:
+        _parse_label(value, task, "")
+        return True
+    except UsageError:
+        return False
+
+
+def _parse_label(value: str, task: TaskSpec, where: str) -> float | int:
     if task.is_regression:
-        return float(value)
+        try:
+            score = float(value)
+        except ValueError:
+            score = math.nan
+        if not math.isfinite(score):
+            raise UsageError(f"{where}: score {value!r} is not a number (STS-B scores are 0 to 5)")
+        return score
     if value in task.label_names:
         return task.label_names.index(value)
     if value.isdigit() and int(value) < task.num_labels:
         return int(value)
-    raise UsageError(f"{path}: label {value!r} is not one of {task.label_names} or their ids")
+    raise UsageError(f"{where}: label {value!r} is not one of {', '.join(task.label_names)} or their ids "
+                     f"0-{task.num_labels - 1}")
 
 
 # --- inspection ----------------------------------------------------------------------------------------------

@@ -224,6 +224,7 @@ def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | Non
         unexpected = sorted(set(state) - set(current))
         if unexpected:
             raise UsageError(f"init_from={run_dir}: {len(unexpected)} tensors do not fit this model, e.g. {unexpected[0]}")
+        _check_shapes(run_dir, state, current)
         # PEFT wants every modules_to_save tensor in the dict: the ones not carried over keep their fresh values
         set_peft_model_state_dict(model, {**current, **state})
         return sorted(state)
@@ -240,11 +241,23 @@ def init_from_run(model: torch.nn.Module, run_dir: str, modules: list[str] | Non
 
 
 def _load_part(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    _check_shapes(source, state, model.state_dict())
     # strict=False because only a part is loaded on purpose; a tensor this model lacks must still fail,
     # or a run from another architecture would "load" N tensors and change nothing
     unexpected = model.load_state_dict(state, strict=False).unexpected_keys
     if unexpected:
         raise UsageError(f"init_from={source}: {len(unexpected)} tensors do not fit this model, e.g. {unexpected[0]}")
+
+
+def _check_shapes(run_dir: str | Path, state: dict[str, torch.Tensor], current: dict[str, torch.Tensor]) -> None:
+    """A saved tensor of another shape (another rank, hidden size or label count) is a one-line refusal, not
+    a size-mismatch traceback from deep inside load_state_dict."""
+    wrong = [k for k in sorted(state) if k in current and tuple(state[k].shape) != tuple(current[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise UsageError(f"init_from={run_dir}: {len(wrong)} tensors have another shape than this model's, e.g. "
+                         f"{k} {list(state[k].shape)} vs {list(current[k].shape)}; start from a run with the "
+                         "same model and method settings (e.g. lora.r)")
 
 
 def _wanted(key: str, modules: list[str], is_adapter) -> bool:

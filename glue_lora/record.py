@@ -19,6 +19,7 @@ from typing import Any
 RESULTS_FILE = "results.json"
 RUNNING, SUCCESS, FAILED, INTERRUPTED = "running", "success", "failed", "interrupted"
 STATUSES = (RUNNING, SUCCESS, FAILED, INTERRUPTED)
+UNRECORDED = "unrecorded"  #: an attempt's outcome when its process ended without saying (kill -9, power loss)
 NON_FINITE_KEY = "non_finite"  # lists the fields whose NaN/Infinity was written as null
 
 
@@ -153,6 +154,9 @@ def status_of(run_dir: Path) -> str | None:
 
 def start_attempt(record: dict[str, Any], from_checkpoint: str | None) -> dict[str, Any]:
     """Append a new attempt (one process's try at the run) and return it; earlier attempts are kept."""
+    for earlier in record.get("attempts", []):
+        if earlier.get("outcome") == RUNNING:
+            earlier["outcome"] = UNRECORDED  # its process is gone (we hold the run's lease) without a word
     attempt = {"started": time.time(), "ended": None, "from_checkpoint": from_checkpoint, "outcome": RUNNING,
                "step": None, "train_seconds": None, "error": None}
     record.setdefault("attempts", []).append(attempt)

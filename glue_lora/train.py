@@ -5,6 +5,7 @@ Works unchanged under `python`, `accelerate launch` and `torchrun`; only the mai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -17,24 +18,26 @@ from typing import Any
 import datasets
 import torch
 import yaml
-from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import Trainer, TrainingArguments
 
-from glue_lora import compat, pipeline
+from glue_lora import compat, lease, pipeline
+from glue_lora.checkpoints import choose_resume_checkpoint
 from glue_lora.compat import RUN_GLUE
-from glue_lora.config import BatchPlan, RunConfig, plan_batch
-from glue_lora.data import require_training_splits
+from glue_lora.config import BatchPlan, RunConfig, changed_settings, check_model_fit, check_output_dir, plan_batch
+from glue_lora.data import check_local_data, require_training_splits
 from glue_lora.errors import UsageError
+from glue_lora.lifecycle import Keeper, RecordCallback, check_finite, interrupts_raise, merge_evals, whole_run_loss
 from glue_lora.metrics import trainer_metrics_fn
 from glue_lora.methods import get_method
 from glue_lora.modeling import count_parameters, head_parameters, init_from_run
 from glue_lora.progress import attach_progress
-from glue_lora.results import (RESULTS_FILE, git_state, machine, peak_memory_mb, pick_best, read_results,
-                               summarise_evals, versions, write_json_atomic)
+from glue_lora.record import (RESULTS_FILE, SUCCESS, Malformed, end_attempt, load_record, start_attempt,
+                              total_train_seconds)
+from glue_lora.results import git_state, machine, peak_memory_mb, pick_best, summarise_evals, versions
+from glue_lora.resumable import ResumableTrainer
 from glue_lora.run_files import write_model_card, write_model_files
 from glue_lora.tasks import TaskSpec, get_task
-from glue_lora.timing import TrainClock, find_clock
+from glue_lora.timing import TrainClock, combine_attempts
 from glue_lora.trackers import check_hub, check_trackers, log_summary, point_logs
 from glue_lora.weights import BestWeights, install_best, save_model_files
 
@@ -42,32 +45,47 @@ log = logging.getLogger(__name__)
 
 
 def run(config: RunConfig) -> dict[str, Any]:
-    """Train and evaluate one run; returns the results record (also written to `<run_dir>/results.json`)."""
+    """Train and evaluate one run; returns the results record (also written to `<run_dir>/results.json`).
+
+    The main process holds the run directory's lease for the whole run, so a second trainer refuses at once.
+    """
     task = get_task(config.task)
     require_training_splits(task, config.data_dir)  # before any model loads: one clear line
+    check_model_fit(config)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     plan = plan_batch(config, world_size)
     args = training_arguments(config, plan)
     check_trackers(args.report_to)  # a missing tracker package or an unreachable Hub: one line, now
     check_hub(args.push_to_hub, args.hub_model_id)
-    run_dir = config.run_dir
-    previous = read_results(run_dir)
-    if config.resume and previous and previous.get("status") == "success":
-        log.info("%s is already finished; nothing to resume", run_dir)
-        return previous
-    if args.process_index == 0:
-        prepare_run_dir(config)
-    record = new_record(config, task, plan, args)
-    try:
-        return _train_and_record(config, task, args, record)
-    except BaseException as err:
-        if args.process_index == 0:
-            record.update(status="failed", error=f"{type(err).__name__}: {err}"[:2000], finished=time.time())
-            write_json_atomic(run_dir / RESULTS_FILE, record)
-        raise
+    check_output_dir(config.run_dir)
+    check_local_data(task, config.data_dir)  # every data file read and checked: bad data is one line, now
+    main = args.process_index == 0
+    with lease.hold(config.run_dir, purpose=f"train {config.run_name}") if main else contextlib.nullcontext():
+        previous = previous_record(config)
+        if config.resume and previous and previous["status"] == "success":
+            log.info("%s is already finished with these settings; nothing to resume", config.run_dir)
+            return previous
+        if main:
+            prepare_run_dir(config)
+        checkpoint = resume_checkpoint(config, args) if config.resume else None
+        record = new_record(config, task, plan, args)
+        if config.resume and previous:  # keep what earlier attempts measured; describe this attempt's setting
+            record = {**previous, **{k: record[k] for k in ("status", "config", "versions", "git", "machine")}}
+            record.pop("error", None)  # each attempt keeps its own error in record["attempts"]
+        start_attempt(record, str(checkpoint) if checkpoint else None)
+        keeper = Keeper(config.run_dir, task, record, writes=main)
+        keeper.save()  # the record exists from the first second: status running, config, versions, plan
+        with interrupts_raise():
+            try:
+                return _train_and_record(config, task, args, keeper, checkpoint)
+            except BaseException as err:
+                keeper.close_failed(err)
+                raise
 
 
-def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments, record: dict) -> dict:
+def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments, keeper: Keeper,
+                      checkpoint: Path | None) -> dict:
+    record = keeper.record
     built = pipeline.build(config, first=lambda: args.main_process_first(desc="load and tokenise"),
                            steps=lambda n_train: total_steps(args, n_train))
     model, head, tokenizer, encoded = built.model, built.head, built.tokenizer, built.encoded
@@ -78,16 +96,17 @@ def _train_and_record(config: RunConfig, task: TaskSpec, args: TrainingArguments
     record["params"] = count_parameters(model, head, config.method)
     record["head_modules"] = head_parameters(model, head)  # which modules train as the head, and their sizes
     log_plan(config, args, len(encoded["train"]), record)
-    trainer = build_trainer(config, task, args, model, tokenizer, encoded, record)
-    resume = last_complete_checkpoint(Path(args.output_dir)) if config.resume else None
-    output = trainer.train(resume_from_checkpoint=resume)
+    keeper.save()
+    trainer = build_trainer(config, task, args, model, tokenizer, encoded, keeper)
+    output = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     evals = summarise_evals(trainer.state.log_history, task.eval_splits)
     if not evals or evals[-1]["step"] != trainer.state.global_step:
         trainer.evaluate()  # the record needs the final model's score even when the cadence missed it
+    check_finite({"loss": output.training_loss}, "loss", trainer.state.global_step)
     if args.process_index == 0:
-        finish_record(record, trainer, task, output.metrics, encoded["train"], resume)
+        finish_record(keeper, trainer, task, output, encoded["train"], checkpoint)
         save_weights(config, task, trainer, tokenizer, record)
-        write_json_atomic(config.run_dir / RESULTS_FILE, record)
+        keeper.save()
         log_summary(args.report_to, config.run_dir, record, trainer.state.global_step)
         if not config.keep_checkpoints:  # only now: until the record says success, resume needs them
             shutil.rmtree(args.output_dir, ignore_errors=True)
@@ -114,12 +133,38 @@ def save_weights(config: RunConfig, task: TaskSpec, trainer: Trainer, tokenizer,
         write_model_card(run_dir / "final", {**record, "best": record.get("final")}, str(run_dir / "final"))
 
 
+def previous_record(config: RunConfig) -> dict[str, Any] | None:
+    """The run directory's record, after the checks that make reusing it safe; a one-line refusal otherwise."""
+    found = load_record(config.run_dir)
+    if isinstance(found, Malformed) and not config.overwrite:
+        raise UsageError(f"{found.path} is {found}; move it away or pass overwrite=true to start the run again")
+    if not isinstance(found, dict) or not config.resume:
+        return found if isinstance(found, dict) else None
+    changed = changed_settings(config.run_dir / "config.yaml", config)
+    if changed:
+        what = "a finished" if found["status"] == "success" else "an unfinished"
+        raise UsageError(f"resume=true: {config.run_dir} holds {what} run with other {', '.join(changed)}; "
+                         "resume it with its own settings, or start a new run (another output_dir/name, or "
+                         "overwrite=true)")
+    return found
+
+
+def resume_checkpoint(config: RunConfig, args: TrainingArguments) -> Path | None:
+    """The newest complete checkpoint (newer broken ones are logged and set aside), or None: start over."""
+    checkpoint = choose_resume_checkpoint(Path(args.output_dir), args.world_size, tidy=args.process_index == 0)
+    if checkpoint is None:
+        log.info("no complete checkpoint in %s; training from the start", args.output_dir)
+    return checkpoint
+
+
 def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
     """Our defaults, then the user's `training:` section on top, then what the harness must control."""
     on_gpu = torch.cuda.is_available()
     defaults: dict[str, Any] = {
         "eval_strategy": "epoch", "logging_strategy": "steps", "logging_steps": 50, "report_to": "none",
-        "save_total_limit": 1,  # the latest checkpoint is what resume needs; the final weights go to run_dir
+        # two: if the newest checkpoint is damaged after rotation deleted its predecessor (a power loss before
+        # its data reached the disk, a truncated copy), resume still has a complete one; final weights go to run_dir
+        "save_total_limit": 2,
         "per_device_eval_batch_size": max(64, 2 * plan.per_device),
         "train_sampling_strategy": "group_by_length",  # random mega-batches sorted by length: less padding
         "bf16": on_gpu and torch.cuda.is_bf16_supported(including_emulation=False),
@@ -164,18 +209,30 @@ def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
 def prepare_run_dir(config: RunConfig) -> None:
     """Refuse to silently overwrite: a finished or interrupted run needs overwrite=true or resume=true."""
     run_dir = config.run_dir
-    previous = read_results(run_dir)
+    previous = load_record(run_dir)
     has_checkpoints = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
     if config.overwrite and run_dir.exists():
-        shutil.rmtree(run_dir)
-    elif previous and previous.get("status") == "success":
+        clear_run_dir(run_dir)
+    elif isinstance(previous, dict) and previous.get("status") == "success" and not config.resume:
         raise UsageError(f"{run_dir} already holds a finished run; pass overwrite=true to replace it, "
                          "or choose another output_dir/name")
-    elif has_checkpoints and not config.resume:
+    elif (has_checkpoints or isinstance(previous, dict) and previous.get("evals")) and not config.resume:
+        # (a record without evaluations or checkpoints measured nothing: a plain rerun may replace it)
+        status = previous.get("status") if isinstance(previous, dict) else "checkpoints, no record"
         raise UsageError(f"{run_dir} holds an interrupted run; pass resume=true to continue it or overwrite=true "
-                         "to start again")
+                         f"to start again (its status: {status})")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if not (config.resume and (run_dir / "config.yaml").exists()):  # a resume keeps the settings it compares with
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete a run directory's contents except the leases on it: this process's, and a sweep's claim (the
+    harness's own bookkeeping is the dot-files)."""
+    for path in run_dir.iterdir():
+        if path.name == lease.OWNER_FILE or path.name.startswith("."):
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def tokenise(splits: datasets.DatasetDict, task: TaskSpec, tokenizer, config: RunConfig,
@@ -187,30 +244,23 @@ def tokenise(splits: datasets.DatasetDict, task: TaskSpec, tokenizer, config: Ru
 
 
 def build_trainer(config: RunConfig, task: TaskSpec, args: TrainingArguments, model, tokenizer,
-                  encoded: datasets.DatasetDict, record: dict) -> Trainer:
+                  encoded: datasets.DatasetDict, keeper: Keeper | None = None) -> Trainer:
+    """The harness's Trainer; with a `keeper`, it keeps the run's record current (bench runs without one)."""
     eval_sets = {name: encoded[name] for name in task.eval_splits if name in encoded}
     method = get_method(config.method)
     optimizer = method.optimizer(model, config, args) if method.optimizer else None  # e.g. LoRA+'s lr groups
     extra = method.callbacks(model, config) if method.callbacks else []  # e.g. AdaLoRA's rank allocation
-    callbacks = [RecordCallback(config.run_dir, task, record), BestWeights(Path(args.output_dir), task, config), *extra]
-    trainer = Trainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
-                      data_collator=pipeline.make_collator(tokenizer, config, args.fp16), processing_class=tokenizer,
-                      compute_metrics=trainer_metrics_fn(task), callbacks=[TrainClock(), *callbacks],
-                      optimizers=(optimizer, None))
+    clock = TrainClock()
+    if keeper:
+        keeper.clock = clock  # a failed attempt records its CPU time too
+    callbacks = [clock, *([RecordCallback(keeper)] if keeper else []), BestWeights(Path(args.output_dir), task, config),
+                 *extra]
+    trainer = ResumableTrainer(model=model, args=args, train_dataset=encoded["train"], eval_dataset=eval_sets,
+                               data_collator=pipeline.make_collator(tokenizer, config, args.fp16),
+                               processing_class=tokenizer, compute_metrics=trainer_metrics_fn(task),
+                               callbacks=callbacks, optimizers=(optimizer, None))
     point_logs(trainer, config.run_dir)  # tracker files in <run_dir>/logs
     return attach_progress(trainer, config.training.get("disable_tqdm"))  # a bar on a terminal, else lines
-
-
-class RecordCallback(TrainerCallback):
-    """Rewrites the (running) results record after every evaluation, so a crash loses nothing measured."""
-
-    def __init__(self, run_dir: Path, task: TaskSpec, record: dict):
-        self.run_dir, self.task, self.record = run_dir, task, record
-
-    def on_evaluate(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.record["evals"] = summarise_evals(state.log_history, self.task.eval_splits)
-            write_json_atomic(self.run_dir / RESULTS_FILE, self.record)
 
 
 def new_record(config: RunConfig, task: TaskSpec, plan: BatchPlan, args: TrainingArguments) -> dict[str, Any]:
@@ -245,37 +295,42 @@ def log_plan(config: RunConfig, args: TrainingArguments, n_train: int, record: d
     log.info("parameters: %s; head: %s", record["params"], record["head_modules"])
 
 
-def finish_record(record: dict, trainer: Trainer, task: TaskSpec, train_metrics: dict,
-                  train_set: datasets.Dataset, resumed_from: str | None) -> None:
-    evals = summarise_evals(trainer.state.log_history, task.eval_splits)
+def finish_record(keeper: Keeper, trainer: Trainer, task: TaskSpec, output, train_set: datasets.Dataset,
+                  resumed_from: Path | None) -> None:
+    """Close the attempt as a success; evaluations, loss and timing cover every attempt of the run."""
+    record, state = keeper.record, trainer.state
+    evals = merge_evals(record.get("evals", []), summarise_evals(state.log_history, task.eval_splits))
+    first_step = int(getattr(trainer, "_initial_global_step", 0))  # where this attempt started (0, or the checkpoint's step)
+    end_attempt(record, SUCCESS, state.global_step, output.metrics.get("train_runtime"))
+    if keeper.clock is not None:
+        record["attempts"][-1]["clock"] = keeper.clock.summary()
+    seconds = total_train_seconds(record)
+    samples_per_s = len(train_set) * (state.epoch or 0) / seconds if seconds else None
     mean_tokens = sum(train_set["length"]) / max(1, len(train_set))
-    samples_per_s = train_metrics.get("train_samples_per_second", 0.0)
     peft_config = getattr(trainer.model, "peft_config", {}).get("default")
-    if record["method_settings"] is not None and peft_config is not None:  # the targets PEFT resolved
+    if record.get("method_settings") is not None and peft_config is not None:  # the targets PEFT resolved
         targets = peft_config.target_modules
         record["method_settings"]["targets"] = sorted(targets) if not isinstance(targets, str) else targets
     record.update(
-        status="success", evals=evals, best=pick_best(evals, task.primary_key), final=evals[-1] if evals else None,
-        timing={"train_seconds": train_metrics.get("train_runtime"), "train_samples_per_second": samples_per_s,
-                "real_tokens_per_second": round(samples_per_s * mean_tokens, 1),
-                "mean_real_tokens_per_example": round(mean_tokens, 2), "resumed_from": resumed_from,
-                "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
-                **(clock.summary() if (clock := find_clock(trainer)) else {})},
-        train_loss=train_metrics.get("train_loss"), peak_memory_mb=peak_memory_mb(), finished=time.time())
+        evals=evals, best=pick_best(evals, task.primary_key), final=evals[-1] if evals else None,
+        timing={"train_seconds": round(seconds, 3), "train_samples_per_second": _round(samples_per_s, 3),
+                "real_tokens_per_second": _round(samples_per_s and samples_per_s * mean_tokens, 1),
+                "mean_real_tokens_per_example": round(mean_tokens, 2),
+                "resumed_from": str(resumed_from) if resumed_from else None,
+                "attempts": len(record["attempts"]), "steps": state.global_step, "epochs": state.epoch,
+                "total_flos": state.total_flos, **attempts_clock(record)},
+        train_loss=whole_run_loss(state.log_history, first_step, output.training_loss, state.global_step),
+        peak_memory_mb=peak_memory_mb(), finished=time.time())
 
 
-def last_complete_checkpoint(folder: Path) -> str | None:
-    """The newest checkpoint that was completely written, or None.
+def attempts_clock(record: dict) -> dict[str, Any]:
+    """CPU/wall time fields (glue_lora.timing) summed over every attempt that recorded them."""
+    combined: dict[str, Any] | None = None
+    for attempt in record.get("attempts", []):
+        if attempt.get("clock"):
+            combined = combine_attempts(combined, attempt["clock"])
+    return {k: v for k, v in (combined or {}).items() if k != "attempts"}
 
-    Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was cut short (its node
-    died mid-save); `get_last_checkpoint` would pick it and the resume would fail. With save_total_limit the
-    older, complete checkpoint is deleted only after the new one is complete, so one is always there.
-    """
-    found = []
-    for path in folder.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if folder.is_dir() else []:
-        try:
-            json.loads((path / TRAINER_STATE_NAME).read_text())
-            found.append((int(path.name.rsplit("-", 1)[1]), path))
-        except (OSError, ValueError):
-            continue
-    return str(max(found)[1]) if found else None
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
