@@ -122,6 +122,8 @@ class RecordCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.keeper.train_began = time.time()
         self.keeper.step = state.global_step
+        restore_evals(state, self.keeper.record.get("evals", []))
+
 
     def on_step_end(self, args, state, control, **kwargs):
         self.keeper.step = state.global_step
@@ -143,6 +145,24 @@ class RecordCallback(TrainerCallback):
         loss_key = next((k for k in (metrics or {}) if k.endswith("_loss")), None)
         if loss_key:
             check_finite(metrics, loss_key, state.global_step)
+
+
+def restore_evals(state, evals: list[dict]) -> None:
+    """Give a resumed Trainer the evaluations its checkpoint missed but an earlier attempt measured (an
+    epoch-end evaluation runs after a step checkpoint of the same step), so its history, and every callback
+    reading it (best weights), matches the uninterrupted run's."""
+    logged = {(e["step"], k) for e in state.log_history for k in e if k.startswith("eval_")}
+    added = False
+    for evaluation in evals:
+        if evaluation["step"] > state.global_step:
+            continue
+        entry = {f"eval_{key.replace('/', '_', 1)}": value for key, value in evaluation["metrics"].items()}
+        if any((evaluation["step"], key) in logged for key in entry):
+            continue
+        state.log_history.append({**entry, "epoch": evaluation.get("epoch"), "step": evaluation["step"]})
+        added = True
+    if added:
+        state.log_history.sort(key=lambda e: e.get("step", 0))  # stable: an evaluation follows its step's loss
 
 
 def check_finite(logs: dict, key: str, step: int) -> None:
