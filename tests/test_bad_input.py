@@ -17,8 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import glue_lora.train as train_module
-from glue_lora import lease
+from glue_lora import lease, modeling
 from glue_lora.cli import main as cli_main
 from glue_lora.config import load_config
 from tests.conftest import REPO
@@ -186,8 +185,8 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str]] = {
 def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded for bad input")
-    monkeypatch.setattr(train_module, "load_model", refuse)
-    monkeypatch.setattr(train_module, "load_tokenizer", refuse)
+    monkeypatch.setattr(modeling, "load_model", refuse)  # the pipeline imports them from here when it builds
+    monkeypatch.setattr(modeling, "load_tokenizer", refuse)
 
 
 @pytest.mark.parametrize("case", CASES)
