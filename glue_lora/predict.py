@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default=None,
                         help="validation, test, test_matched, ax (MNLI runs), ... or all (default: the evaluation splits)")
     parser.add_argument("--out", default=None, help="output folder (default: RUN_DIR/predictions)")
-    parser.add_argument("--format", choices=FORMATS, default="jsonl")
+    parser.add_argument("--format", choices=FORMATS, default="jsonl",
+                        help="jsonl: one JSON object per example (default); tsv: a table with a header")
 
 
 def main(args: argparse.Namespace) -> int:
