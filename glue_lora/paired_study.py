@@ -32,11 +32,13 @@ class Comparison:
     candidate: Any
     baseline: Any
     absent: Any  #: the value a config without the key means
+    labels: tuple[str, str]  #: how tables name the candidate and the baseline
 
 
 COMPARISONS = {
-    "sampler": Comparison("training.train_sampling_strategy", "group_by_length", "random", None),
-    "bf16": Comparison("training.bf16", True, False, False),
+    "sampler": Comparison("training.train_sampling_strategy", "group_by_length", "random", None,
+                          ("grouped", "random")),
+    "bf16": Comparison("training.bf16", True, False, False, ("bf16", "fp32")),
 }
 
 
@@ -126,12 +128,12 @@ def decision(cells: list[Cell], comparison: Comparison) -> str:
     against = [c for c in cells if c.difference and c.difference.high < 0]
     if against:
         names = ", ".join(f"{c.task} {c.method}" for c in against)
-        return f"{comparison.candidate}'s interval lies below 0 on {names}: it lowers scores"
-    return f"no interval lies below 0: no evidence that {comparison.candidate} lowers scores"
+        return f"{comparison.labels[0]}'s interval lies below 0 on {names}: it lowers scores"
+    return f"no interval lies below 0: no evidence that {comparison.labels[0]} lowers scores"
 
 
 def format_markdown(cells: list[Cell], comparison: Comparison) -> str:
-    cand, base = comparison.candidate, comparison.baseline
+    cand, base = comparison.labels
     lines = [f"| task | method | metric | pairs (seeds) | {cand} mean | {base} mean | {cand} - {base}, 95 % CI "
              f"(points) | CPU-s/step {cand} | {base} | {base}/{cand} |", "|" + "---|" * 10]
     for c in cells:

@@ -32,7 +32,7 @@ def test_study_pairs_by_seed_and_switches_the_default_only_on_evidence(tmp_path,
     assert cells["mrpc"].seeds == [0, 1, 2, 3, 4] and not cells["mrpc"].difference.excludes_zero
     assert cells["mrpc"].cpu_per_step == (1.0, 1.5)
     assert cells["sst2"].difference.high < 0  # grouping costs ~2 points on every seed
-    assert "lies below 0 on sst2 lora" in decision(list(cells.values()), SAMPLER)
+    assert "grouped's interval lies below 0 on sst2 lora" in decision(list(cells.values()), SAMPLER)
     assert "no interval lies below 0" in decision([cells["mrpc"]], SAMPLER)
     assert main([str(tmp_path), "--compare", "sampler", "--out", str(tmp_path / "table.md")]) == 0
     assert "| sst2 | lora | validation/accuracy | 5 (0 1 2 3 4) |" in (tmp_path / "table.md").read_text()
