@@ -23,8 +23,8 @@ DIFFERENCES_TEXT = (
     "Runs are paired by seed (same data order and head init), and the interval is Student's t on the per-seed "
     "differences (`glue_lora.stats.seed_difference`; Welch's unpaired interval when fewer than two seeds are "
     "shared). **Bold** and `*`: the interval excludes 0. Runs save no per-example predictions, so a bootstrap "
-    "over dev examples is not possible; with 3 seeds the t quantile is 4.30, so small differences stay "
-    "unresolved. Each run's score is its best evaluation (the paper's protocol), which favours no method.")
+    "over dev examples is not possible; the t quantile is 12.7 with 2 seeds and 4.30 with 3, so small "
+    "differences stay unresolved. Each run's score is its best evaluation (the paper's protocol), which favours no method.")
 
 
 def method_order(names: Iterable[str]) -> list[str]:
