@@ -12,7 +12,7 @@ choices, so with the same hyperparameters it reproduces run_glue's numbers, loss
 - `max_train_samples` / `max_eval_samples` take the first N rows (the harness default: a seeded random subset).
 
 Kept from the harness, because they change no number of a single-process run: no reporting backends, quiet
-logs, one checkpoint kept, and the DDP loss-scaling fix (`average_tokens_across_devices=False`).
+logs, checkpoint rotation, and the DDP loss-scaling fix (`average_tokens_across_devices=False`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,22 @@ def config_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     return {"pad_to_max_length": True, **raw}
 
 
-def training_defaults(on_gpu: bool) -> dict[str, Any]:
-    """The `TrainingArguments` a run_glue-compatible run starts from (the user's `training:` goes on top)."""
-    return {
-        # run_glue leaves these at TrainingArguments' defaults; spelled out because the harness reads them
-        "eval_strategy": "no", "save_strategy": "steps",
-        # no effect on any number: output, disk and DDP hygiene only
-        "report_to": "none", "disable_tqdm": True, "log_level": "warning", "save_total_limit": 1,
-        "average_tokens_across_devices": False, "dataloader_pin_memory": on_gpu,
-    }
+# Harness defaults that change a run's numbers (batch order, eval batch, precision) or its cadence (logging,
+# evaluation, saving); a run_glue-compatible run leaves them at TrainingArguments' own defaults.
+HARNESS_ONLY = ("train_sampling_strategy", "per_device_eval_batch_size", "bf16", "logging_strategy",
+                "logging_steps")
+
+
+def training_defaults(harness: dict[str, Any]) -> dict[str, Any]:
+    """The harness's `TrainingArguments` defaults made run_glue's: what changes numbers or cadence is dropped.
+
+    What stays changes no number of a single-process run (reporting, quiet logs, checkpoint rotation, the DDP
+    loss-scaling fix, the run name).
+    """
+    kept = {key: value for key, value in harness.items() if key not in HARNESS_ONLY}
+    # run_glue evaluates only after training (--do_eval) and saves every 500 steps: TrainingArguments' defaults,
+    # spelled out because the harness derives save_strategy from eval_strategy
+    return {**kept, "eval_strategy": "no", "save_strategy": "steps"}
 
 
 def data_collator(pad_to_max_length: bool, fp16: bool, tokenizer) -> Any:

@@ -176,7 +176,7 @@ def training_arguments(config: RunConfig, plan: BatchPlan) -> TrainingArguments:
         "run_name": config.run_name,  # what trackers call the run
     }
     if config.compat == RUN_GLUE:
-        defaults = {**compat.training_defaults(on_gpu), "run_name": config.run_name}
+        defaults = compat.training_defaults(defaults)
     merged = {**defaults, **config.training}
     merged.setdefault("save_strategy", merged["eval_strategy"])
     if merged["save_strategy"] == "steps" and "eval_steps" in merged:
