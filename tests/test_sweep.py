@@ -562,17 +562,30 @@ def test_ray_backend_without_ray_says_how_to_install_it(configs, tmp_path, monke
 
 
 def test_resume_skips_a_checkpoint_cut_short(tmp_path):
-    """A node that dies mid-save leaves a checkpoint without trainer_state.json (Trainer writes it last);
-    the retry resumes from the previous, complete one instead of failing on the broken one."""
-    from glue_lora.train import last_complete_checkpoint
+    """A node that dies mid-save leaves a checkpoint without (or with half a) trainer_state.json (Trainer writes
+    it last); the retry resumes from the previous, complete one instead of failing on the broken one.
+    (Every other kind of damage: tests/test_faults.py.)"""
+    import struct
+    import zipfile
+
+    from glue_lora.checkpoints import newest_complete
 
     folder = tmp_path / "checkpoints"
-    assert last_complete_checkpoint(folder) is None
-    for step, state in ((4, "{}"), (8, None), (12, '{"trunc')):
-        (folder / f"checkpoint-{step}").mkdir(parents=True)
+    assert newest_complete(folder) == (None, [])
+    for step, state in ((4, '{"global_step": 4}'), (8, None), (12, '{"trunc')):
+        checkpoint = folder / f"checkpoint-{step}"
+        checkpoint.mkdir(parents=True)
+        for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+            with zipfile.ZipFile(checkpoint / name, "w") as archive:
+                archive.writestr("data.pkl", b"x")
+        header = json.dumps({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}).encode()
+        (checkpoint / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 4)
         if state is not None:
-            (folder / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
-    assert last_complete_checkpoint(folder) == str(folder / "checkpoint-4")
+            (checkpoint / "trainer_state.json").write_text(state)
+    chosen, skipped = newest_complete(folder)
+    assert chosen == folder / "checkpoint-4"
+    assert [(p.name, why) for p, why in skipped] == [("checkpoint-12", "trainer_state.json unreadable (JSONDecodeError)"),
+                                                     ("checkpoint-8", "missing trainer_state.json")]
 
 
 def test_shared_tree_probe_names_what_a_node_lacks(tmp_path):

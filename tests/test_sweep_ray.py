@@ -123,7 +123,7 @@ def test_lost_node_run_is_retried_and_resumes(cluster, glue_dir, tmp_path):
     checkpoint on the shared tree; the sweep ends with the run `success` and its record says it resumed."""
     import ray
 
-    from glue_lora.train import last_complete_checkpoint
+    from glue_lora.checkpoints import newest_complete
 
     slow = {"training": {**TINY["training"], "max_steps": 40, "save_strategy": "steps", "save_steps": 4,
                          "eval_strategy": "no"}}
@@ -138,7 +138,7 @@ def test_lost_node_run_is_retried_and_resumes(cluster, glue_dir, tmp_path):
                            "--no-preflight")
         name = load_names(path, root)[0]
         # a completely written checkpoint (one cut short by the removal would not count: the retry skips it)
-        assert wait_for(lambda: last_complete_checkpoint(root / name / "checkpoints"), 180), driver_output(driver)
+        assert wait_for(lambda: newest_complete(root / name / "checkpoints")[0], 180), driver_output(driver)
         assert f"[ray node {cluster.worker.node_id[:12]}" in (root / "_logs" / f"{name}.log").read_text()
         cluster.remove_node(cluster.worker)
         ray.cancel(blocker, force=True)  # the head is free for the retry
