@@ -13,9 +13,10 @@ from glue_lora.runs import load_run
 from glue_lora.train import run
 
 # a high learning rate on a tiny subset: the scores jump around, so the best evaluation is not the last
+# (with this seed: Pearson peaks at step 12 of 16; the first test asserts it, so a change of trajectory shows)
 NOISY = ["max_train_samples=64", "max_eval_samples=32", "global_batch_size=8", "max_seq_length=64",
          "training.max_steps=16", "training.eval_strategy=steps", "training.eval_steps=4",
-         "training.learning_rate=1e-2", "save_final=true"]
+         "training.learning_rate=3e-2", "seed=1", "save_final=true"]
 
 
 @pytest.fixture(scope="module")
