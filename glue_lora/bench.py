@@ -617,10 +617,6 @@ def _load_average() -> list[float] | None:
 
 # --- report --------------------------------------------------------------------------------------------------
 
-# Issue #5 targets for MiniLM LoRA r=8 on SST-2 (CPU); printed for any config as a yardstick.
-TARGETS = {"vs_run_glue": 5.0, "vs_dynamic": 1.5, "fraction_of_float32_peak": 0.70}
-
-
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by = {row["setting"]: row for row in rows}
     out: dict[str, Any] = {}
@@ -681,26 +677,19 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def _summary_lines(summary: dict[str, Any]) -> list[str]:
-    def verdict(value: float, target: float) -> str:
-        return "met" if value >= target else "NOT met"
-
+    """Plain ratios for people; whether they are good enough is for docs/benchmarks.md, not the tool."""
     lines = []
     for name, label in (("vs_run_glue", "(a)/(b)"), ("vs_dynamic", "(a)/(c)")):
         if f"real_tokens_{name}" in summary:
-            value, target = summary[f"real_tokens_{name}"], TARGETS[name]
-            lines.append(f"real tokens/s {label}: {value:.2f}x "
-                         f"(issue #5 target >= {target}x: {verdict(value, target)}); CPU-s per step "
+            lines.append(f"real tokens/s {label}: {summary[f'real_tokens_{name}']:.2f}x; CPU-s per step "
                          f"{label.split('/')[1]}/(a): {summary[f'cpu_per_step_{name}']:.2f}x")
     if "fraction_of_float32_peak" in summary:
-        value = summary["fraction_of_float32_peak"]
-        lines.append(f"(a) model FLOP/s on real tokens: {100 * value:.1f}% of the fp32 GEMM roofline "
-                     f"(target >= 70%: {verdict(value, TARGETS['fraction_of_float32_peak'])})")
+        lines.append(f"(a) model FLOP/s on real tokens: {100 * summary['fraction_of_float32_peak']:.1f}% "
+                     "of the fp32 GEMM roofline")
     if "peak_memory" in summary:
         mem = summary["peak_memory"]
-        ok = "met" if mem["ours"] < mem["full"] else "NOT met"
-        name = method_label(mem["method"])
-        lines.append(f"peak {mem['kind'].upper()} {name} {mem['ours']:.0f} MiB vs full FT {mem['full']:.0f} MiB "
-                     f"(target {name} < full: {ok})")
+        lines.append(f"peak {mem['kind'].upper()} {method_label(mem['method'])} {mem['ours']:.0f} MiB vs "
+                     f"full FT {mem['full']:.0f} MiB")
     if "merged_eval_speedup" in summary:
         lines.append(f"eval with merged LoRA weights: {summary['merged_eval_speedup']:.3f}x samples/s; "
                      f"metrics identical: {summary['merged_eval_metrics_identical']}")
