@@ -77,3 +77,24 @@ def tiny_roberta(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_deberta(tmp_path_factory) -> str:
     return str(build_tiny_model("deberta-v2", tmp_path_factory.mktemp("tiny-deberta")))
+
+
+def raise_after_save(monkeypatch, error: BaseException, step: int | None = None) -> None:
+    """Make the next `train.run` raise `error` right after a checkpoint is written (at `step`, or the first
+    one), as a crash would: the run's own callbacks have already seen the save."""
+    from transformers import TrainerCallback
+
+    import glue_lora.train as train_module
+
+    class RaiseAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if step is None or state.global_step == step:
+                raise error
+
+    build = train_module.build_trainer
+
+    def build_with_crash(*args, **kwargs):
+        trainer = build(*args, **kwargs)
+        trainer.add_callback(RaiseAfterSave())
+        return trainer
+    monkeypatch.setattr(train_module, "build_trainer", build_with_crash)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from peft import PeftModel
-from transformers import AutoModelForSequenceClassification, TrainerCallback
+from transformers import AutoModelForSequenceClassification
 
 import glue_lora.train as train_module
 from glue_lora.config import load_config
 from glue_lora.errors import UsageError
 from glue_lora.results import read_results
 from glue_lora.train import run
-from tests.conftest import MINILM, REPO
+from tests.conftest import MINILM, REPO, raise_after_save
 
 TINY = ["max_train_samples=64", "max_eval_samples=32", "global_batch_size=16", "max_seq_length=64",
         "training.num_train_epochs=2", "training.learning_rate=1e-3"]
@@ -87,16 +87,8 @@ class Interrupt(Exception):
 def test_interrupted_run_resumes_from_its_checkpoint(tiny_roberta, glue_dir, tmp_path, monkeypatch):
     straight = run(tiny_config(tiny_roberta, glue_dir, tmp_path / "a"))
 
-    class StopAfterFirstSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            raise Interrupt("simulated crash after the epoch-1 checkpoint")
-
     build = train_module.build_trainer
-    def build_with_crash(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(StopAfterFirstSave())
-        return trainer
-    monkeypatch.setattr(train_module, "build_trainer", build_with_crash)
+    raise_after_save(monkeypatch, Interrupt("simulated crash after the epoch-1 checkpoint"))
     with pytest.raises(Interrupt):
         run(tiny_config(tiny_roberta, glue_dir, tmp_path / "b"))
     crashed = read_results(tmp_path / "b" / "run")

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import TrainerCallback
 
 import glue_lora.train as train_module
 from glue_lora import lease, record as record_module
@@ -30,7 +29,7 @@ from glue_lora.config import load_config
 from glue_lora.lifecycle import Diverged
 from glue_lora.record import load_record, read_record
 from glue_lora.train import run
-from tests.conftest import REPO
+from tests.conftest import REPO, raise_after_save
 
 BASE = ["task=rte", "max_train_samples=64", "max_eval_samples=32", "global_batch_size=16", "max_seq_length=64",
         "training.num_train_epochs=3", "training.learning_rate=1e-3", "training.save_strategy=steps",
@@ -52,18 +51,7 @@ class Crash(Exception):
 
 def crash_after_save_at(monkeypatch, step: int) -> None:
     """Make the next run raise right after its checkpoint at `step` is written (as a crash would)."""
-    class CrashAfterSave(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.global_step == step:
-                raise Crash(f"simulated crash after the step-{step} checkpoint")
-
-    build = train_module.build_trainer
-
-    def build_with_crash(*args, **kwargs):
-        trainer = build(*args, **kwargs)
-        trainer.add_callback(CrashAfterSave())
-        return trainer
-    monkeypatch.setattr(train_module, "build_trainer", build_with_crash)
+    raise_after_save(monkeypatch, Crash(f"simulated crash after the step-{step} checkpoint"), step)
 
 
 @pytest.fixture(scope="module")
