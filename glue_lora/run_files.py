@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from glue_lora.config import RunConfig
+from glue_lora.methods import label
 from glue_lora.runs import ADAPTER_CONFIG
 
 CARD = "README.md"
@@ -101,14 +102,11 @@ Or, with glue-lora installed: `from glue_lora.runs import load_run; model, token
 
 
 def _method_text(record: dict[str, Any]) -> str:
-    lora = record.get("lora") if record["method"] == "lora" else None
-    if lora:
-        return (f"LoRA r={lora['r']}, alpha={lora['alpha']:g} (scaling {lora['scaling']:g}), targets "
-                f"{', '.join(lora['targets'] or [])}")
-    if record["method"] == "full":
-        return "full fine-tuning"
+    """The method's display name and its recorded settings, whatever the method (from the registry)."""
     settings = record.get("method_settings") or {}
-    return f"method {record['method']}" + (f" ({', '.join(f'{k}={v}' for k, v in settings.items())})" if settings else "")
+    shown = ", ".join(f"{k}={', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in settings.items()
+                      if v is not None)
+    return label(record["method"]) + (f" ({shown})" if shown else "")
 
 
 def _metric_rows(best: dict, final: dict) -> str:
