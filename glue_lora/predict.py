@@ -55,11 +55,19 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / "predictions"
     results = predict_run(run_dir, args.split, overrides)
     record = _record(run_dir)
+    differs = []
     for result in results:
         path = write_predictions(result, record["task"], out, args.format)
         print(f"{result.split}: {len(result.index)} predictions -> {path}")
         if result.metrics is not None:
             print(f"  {_format_metrics(result.metrics)}  ({compare_with_record(result, record)})")
+            if matches_record(result, record) is False:
+                differs.append(result.split)
+    if differs:
+        # the saved weights no longer reproduce the record (other data, other libraries): not a silent success
+        print(f"error: {', '.join(differs)}: metrics differ from the run's record; check data_dir and the "
+              "library versions in results.json", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -210,11 +218,17 @@ def recorded_metrics(record: dict[str, Any], split: str) -> dict[str, float]:
             if key.startswith(f"{split}/") and not key.endswith("/loss")}
 
 
+def matches_record(result: SplitPredictions, record: dict[str, Any]) -> bool | None:
+    """Whether the metrics equal the record's evaluation of the saved weights; None when none is recorded."""
+    recorded = recorded_metrics(record, result.split)
+    return all(_same(result.metrics.get(k), v) for k, v in recorded.items()) if recorded else None
+
+
 def compare_with_record(result: SplitPredictions, record: dict[str, Any]) -> str:
     recorded = recorded_metrics(record, result.split)
     if not recorded:
         return "no recorded evaluation of this split to compare with"
-    same = all(_same(result.metrics.get(k), v) for k, v in recorded.items())
+    same = matches_record(result, record)
     step = (record.get("weights") or {}).get("step")
     return f"equal to the recorded step-{step} evaluation" if same else \
         f"DIFFERS from the recorded step-{step} evaluation: {_format_metrics(recorded)}"

@@ -109,6 +109,23 @@ def test_predict_bad_input_is_one_line_and_writes_nothing(stsb_run, tmp_path, pr
     assert not (tmp_path / "p").exists()
 
 
+def test_predict_exits_non_zero_when_the_weights_no_longer_reproduce_the_record(stsb_run, tmp_path, capsys):
+    import shutil
+    out, _ = stsb_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    record = read_results(copy)
+    best = next(e for e in record["evals"] if e["step"] == record["weights"]["step"])
+    best["metrics"]["validation/pearson"] += 0.01  # as if the data or the libraries had changed since training
+    (copy / "results.json").write_text(json.dumps(record))
+    assert main(["predict", str(copy), "--split", "validation", "--out", str(tmp_path / "p")]) == 1
+    captured = capsys.readouterr()
+    assert "DIFFERS from the recorded step-" in captured.out
+    assert [line for line in captured.err.splitlines() if line.startswith("error: ")] == [
+        "error: validation: metrics differ from the run's record; check data_dir and the library versions in "
+        "results.json"]
+
+
 def test_export_merge_gives_a_plain_model_with_the_same_logits(stsb_run, tmp_path):
     from transformers import AutoModelForSequenceClassification
 
