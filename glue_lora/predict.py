@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from glue_lora.errors import UsageError
+from glue_lora.record import write_text_atomic
 
 HELP = "per-example predictions of a trained run (or exported model) for any split, with metrics where labelled"
 FORMATS = ("jsonl", "tsv")
@@ -192,20 +192,6 @@ def _tsv(rows: list[dict]) -> str:
                  *(row["probabilities"][name] for name in probs)]
         lines.append("\t".join(str(c) for c in cells))
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Temporary file in the same folder, then rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- checking against the record -----------------------------------------------------------------------------

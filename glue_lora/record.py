@@ -12,6 +12,8 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,29 +58,43 @@ def strict(data: Any, where: str = "", _path: tuple[int, ...] = ()) -> tuple[Any
     return [clean for clean, _ in items], [p for _, found in items for p in found]
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write strict JSON to a temporary file in the same folder, flush it to disk, then rename over `path`.
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """A temporary path beside `path`; when the block succeeds it is flushed to disk and renamed over `path`.
 
-    Readers never see half a file, and a failed write (full disk, killed process) leaves the previous file
-    as it was. NaN/Infinity become null; a dict then lists the replaced fields under `non_finite`.
+    Readers never see half a file, and a failed write (full disk, killed process) leaves the previous file as
+    it was, with no stray temporary file beside it. The result is readable by others (report, sweep, people).
     """
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the rename must not reach the disk before the data (power loss)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Strict JSON, written atomically (`atomic_file`). NaN/Infinity become null; a dict then lists the
+    replaced fields under `non_finite`."""
     clean, replaced = strict(data)
     if replaced and isinstance(clean, dict):
         clean[NON_FINITE_KEY] = sorted(set(clean.get(NON_FINITE_KEY) or []) | set(replaced))
-    text = json.dumps(clean, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp makes it owner-only; results are meant to be read by others (report, sweep)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())  # the rename must not reach the disk before the data (power loss)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # no stray temporary files beside the record
-        raise
+    write_text_atomic(path, json.dumps(clean, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import statistics
-import tempfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from glue_lora.errors import UsageError
+from glue_lora.record import atomic_file
+from glue_lora.results import versions
 
 HELP = "write the GLUE leaderboard zip (test predictions of the best run per task) from runs or sweep folders"
 
@@ -147,7 +147,7 @@ def write_submission(out: Path, chosen: dict[str, tuple[Path, dict[str, Any]]], 
         contents[spec.name] = "index\tprediction\n" + "".join(f"{i}\t{p}\n" for i, p in rows)
         entries[spec.name] = {"task": spec.task, "split": spec.split, "rows": len(rows), **entry}
     manifest = {"created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "pick": pick, "files": entries, "versions": _versions()}
+                "pick": pick, "files": entries, "versions": versions()}
     _write_zip(out, contents, manifest)
     return manifest
 
@@ -221,29 +221,8 @@ def _any_data_dir(chosen: dict[str, tuple[Path, dict[str, Any]]]) -> str | None:
     return next((d for d in dirs if d), None)
 
 
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out = {}
-    for name in ("glue-lora", "transformers", "peft", "torch"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def _write_zip(out: Path, contents: dict[str, str], manifest: dict[str, Any]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, text in contents.items():
-                archive.writestr(name, text)
-            archive.writestr("MANIFEST.json", json.dumps(manifest, indent=2) + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, text in contents.items():
+            archive.writestr(name, text)
+        archive.writestr("MANIFEST.json", json.dumps(manifest, indent=2) + "\n")
