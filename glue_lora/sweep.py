@@ -45,7 +45,8 @@ from typing import Any, Protocol
 
 import yaml
 
-from glue_lora.config import RunConfig, config_dependencies, load_config, parse_override, read_yaml_mapping
+from glue_lora.config import (RunConfig, config_dependencies, load_config, model_short_name, parse_override,
+                              read_yaml_mapping)
 from glue_lora.console import current_verbosity
 from glue_lora.errors import UsageError, closest
 from glue_lora.record import RESULTS_FILE, Malformed, load_record, write_json_atomic
@@ -234,8 +235,7 @@ def run_name(config: RunConfig, config_path: Path, overrides: Mapping[str, Any])
     The config stem is kept only when it says more than the task (e.g. `alpha-r-sst2`), so the paper's
     `<model>/<method>/<task>.yaml` layout gives `roberta-base--lora--rte--s0`.
     """
-    model = Path(config.model.split(":")[-1].rstrip("/")).name
-    parts = [model, config.method, config.task]
+    parts = [model_short_name(config.model), config.method, config.task]
     if config_path.stem not in (config.task, config.method):
         parts.append(config_path.stem)
     parts += [_tag(key, value) for key, value in overrides.items() if key not in UNTAGGED]
