@@ -1,7 +1,7 @@
 """Analyse a paired study: does a speed setting (length-grouped batches, bf16) change dev scores?
 
-    python -m glue_lora.paired_study runs/sampler-study-reduced --compare sampler [--out table.md]
-    python -m glue_lora.paired_study runs/sampler-study-reduced --compare bf16
+    python -m glue_lora.paired_study runs/sampler-study --compare sampler [--out table.md]
+    python -m glue_lora.paired_study runs/sampler-study --compare bf16
 
 Reads every finished `results.json` under the folder, pairs the runs of each (task, method) by seed (a seed
 fixes the head init and the data subset; only the compared setting differs, every other config key must
@@ -156,7 +156,7 @@ def _fmt(value: float | None, suffix: str = "") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glue_lora.paired_study", description=__doc__.splitlines()[0])
-    parser.add_argument("root", type=Path, help="a study's output_root (e.g. runs/sampler-study-reduced)")
+    parser.add_argument("root", type=Path, help="a study's output_root (e.g. runs/sampler-study)")
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="sampler")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
     args = parser.parse_args(argv)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     cells = pair_cells(*read_runs(args.root, comparison), comparison)
     if not cells:
         print(f"no paired finished runs under {args.root} for --compare {args.compare}; run the study's sweep "
-              "first (configs/sweeps/sampler-study-reduced.yaml)", file=sys.stderr)
+              "first (configs/sweeps/sampler-study.yaml)", file=sys.stderr)
         return 1
     text = format_markdown(cells, comparison)
     print(text)

@@ -10,7 +10,8 @@ A sweep file (YAML; paths in it are relative to the file):
       training.learning_rate: [3.0e-4, 1.0e-3]
     variants:                       # optional: each entry is crossed with the grid; lists *inside* one entry
       - {lora.r: [1, 8], lora.alpha: [2, 16]}     # are zipped element-wise, which ties values together
-      - {lora.r: [1, 8], lora.alpha: 16}          # (here: alpha = 2r, then a fixed alpha)
+      - {lora.r: [1, 8], lora.alpha: 16}          # (here: alpha = 2r, then a fixed alpha); a variant's own
+      - {configs: [../minilm/lora/cola.yaml], training.learning_rate: 2.0e-3}  # `configs` limits it to those
     output_root: runs/my-sweep      # relative to the current directory, like a config's output_dir
 
 Each run is `python -m glue_lora.cli train CONFIG OVERRIDES name=NAME output_dir=ROOT/NAME` in its own
@@ -53,12 +54,14 @@ from glue_lora.record import RESULTS_FILE, Malformed, load_record, write_json_at
 from glue_lora.sweep_claims import Claims
 from glue_lora.sweep_preflight import preflight
 from glue_lora.sweep_ray import RESOURCE_KEYS, import_ray, ray_command, run_resources
-from glue_lora.sweep_local import Exit, LocalBackend, Runner, job_environment, visible_gpus  # noqa: F401 (API)
+from glue_lora.sweep_local import (Exit, LocalBackend, Runner, job_environment, local_default_jobs,  # noqa: F401 (API)
+                                   visible_gpus)
 
 log = logging.getLogger(__name__)
 
 HELP = "run a grid of configs x overrides (seeds, lr, rank, ...) as separate runs, skipping finished ones"
 SWEEP_KEYS = ("configs", "grid", "variants", "output_root", "description")
+ONLY_CONFIGS = "configs"  # inside a variant: the configs it applies to (default: all of the sweep's)
 STATUS_FILE = "sweep-status.json"
 # Keys that never appear as a name tag: they have their own slot in the name or are set by the sweep.
 UNTAGGED = {"seed", "method", "task", "model", "name", "output_dir", "init_from", "resume", "overwrite"}
@@ -131,13 +134,28 @@ def _variants(path: Path, variants: Any) -> tuple[dict[str, Any], ...]:
         raise UsageError(f"{path}: `variants` must be a list of non-empty mappings of dotted overrides")
     out: list[dict[str, Any]] = []
     for index, variant in enumerate(variants):
+        only = _variant_configs(path, index, variant.get(ONLY_CONFIGS))
+        variant = {k: v for k, v in variant.items() if k != ONLY_CONFIGS}
         lengths = {len(v) for v in variant.values() if isinstance(v, list)}
         if len(lengths) > 1:
             raise UsageError(f"{path}: variant {index + 1} zips lists of different lengths {sorted(lengths)}; "
                              "give every list in one variant the same length")
         count = lengths.pop() if lengths else 1
-        out += [{k: (v[i] if isinstance(v, list) else v) for k, v in variant.items()} for i in range(count)]
+        expanded = [{k: (v[i] if isinstance(v, list) else v) for k, v in variant.items()} for i in range(count)]
+        out += [{**one, ONLY_CONFIGS: only} if only else one for one in expanded]
     return tuple(out)
+
+
+def _variant_configs(path: Path, index: int, configs: Any) -> tuple[Path, ...] | None:
+    """A variant's own `configs:` (e.g. stage 2 of a grid: each task's best rate on that task only)."""
+    if configs is None:
+        return None
+    if isinstance(configs, str):
+        configs = [configs]
+    try:
+        return _config_paths(path, configs)
+    except UsageError as err:
+        raise UsageError(f"variant {index + 1}: {err}") from None
 
 
 def override_sets(spec: SweepSpec, extra: Mapping[str, Any] = {}) -> Iterator[dict[str, Any]]:
@@ -186,7 +204,8 @@ def plan_sweep(spec: SweepSpec, extra: Mapping[str, Any] = {}) -> list[PlannedRu
     """Expand, name, de-duplicate and order the runs; dependencies (MNLI-init) come before their dependents."""
     runs: dict[str, PlannedRun] = {}
     for overrides in override_sets(spec, extra):
-        for config_path in spec.configs:
+        only = overrides.pop(ONLY_CONFIGS, None)
+        for config_path in only or spec.configs:
             _add_run(runs, spec, config_path, overrides, ())
     return _topological(list(runs.values()))
 
@@ -538,7 +557,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("local", "ray"), default="local",
                         help="local: subprocesses on this machine (--jobs); ray: Ray tasks on a cluster "
                              "(docs/cluster.md)")
-    parser.add_argument("--jobs", type=int, default=1, help="local: runs at a time, each with cores/N threads (default 1)")
+    parser.add_argument("--jobs", type=int,
+                        help="local: runs at a time, each with cores/N threads (default: one per GPU; without GPUs "
+                             "one 1-thread run per core, at most one per 4 GiB of memory)")
     parser.add_argument("--address", help="ray: the cluster (auto, or HOST:PORT; default: a running local one, "
                                           "else a new one on this machine)")
     parser.add_argument("--cpus-per-run", type=float, default=1.0, help="ray: CPUs per run (default 1)")
@@ -575,7 +596,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def check_arguments(args: argparse.Namespace) -> None:
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: give at least 1")
     if args.format != "text" and not args.dry_run:
         raise UsageError("--format jsonl prints the plan: add --dry-run")
@@ -587,7 +608,7 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def make_backend(args: argparse.Namespace, output_root: Path) -> Backend:
     if args.backend == "local":
-        return LocalBackend(args.jobs)
+        return LocalBackend(args.jobs or local_default_jobs())
     from glue_lora.sweep_ray import RayBackend
 
     backend = RayBackend(args.address, args.cpus_per_run, args.gpus_per_run, args.max_retries)

@@ -104,7 +104,7 @@ class LocalBackend:
         self.capacity = jobs
         self.runner = runner or self._run_subprocess
         self.command = command
-        self.cpus = cpus or len(os.sched_getaffinity(0))
+        self.cpus = cpus or usable_cpus()
         self.gpus = visible_gpus() if gpus is None else gpus
         self._pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="sweep-run")
         self._futures: dict[Future, tuple[str, int]] = {}  # -> (run name, job slot)
@@ -172,6 +172,45 @@ def job_environment(slot: int, jobs: int, cpus: int, gpus: list[str], base: Mapp
         first = (slot * per_job) % len(gpus)
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus[first:first + per_job])
     return env
+
+
+# A run's peak memory on CPU: MiniLM-L6 peaks at ~1.4 GiB RSS (docs/benchmarks.md); 4 GiB leaves room for a
+# base-size model, so `--jobs` never defaults to more runs than the machine's memory holds.
+MEMORY_PER_CPU_JOB = 4 * 2**30
+
+
+def default_jobs(cpus: int, gpus: list[str], memory_bytes: int | None) -> int:
+    """Runs at a time when `--jobs` is not given: one per GPU, else one single-thread run per core.
+
+    On CPU, two 1-thread runs on 2 cores train 1.24x more samples/s together than one 2-thread run
+    (docs/benchmarks.md, "2 threads"): small GEMMs scale 1.86x over 2 threads, but dropout's mask sampling
+    and the Python/autograd overhead do not scale at all. Capped by memory (MEMORY_PER_CPU_JOB each).
+    """
+    if gpus:
+        return len(gpus)
+    by_memory = memory_bytes // MEMORY_PER_CPU_JOB if memory_bytes else cpus
+    return max(1, min(cpus, by_memory))
+
+
+def local_default_jobs() -> int:
+    """`default_jobs` for this machine: its usable cores, visible GPUs and available memory."""
+    return default_jobs(usable_cpus(), visible_gpus(), available_memory())
+
+
+def usable_cpus() -> int:
+    """Cores this process may run on (its affinity mask where the OS has one, e.g. under taskset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is none, e.g. macOS)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def visible_gpus() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -12,9 +13,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from glue_lora import sweep
+from glue_lora import sweep, sweep_local
 from glue_lora.cli import main as cli_main
 from glue_lora.errors import UsageError
+from glue_lora.sweep_local import default_jobs
 from glue_lora.sweep_claims import Claims
 from glue_lora.sweep import (PlannedRun, execute, format_value, job_environment, load_sweep, plan_sweep, run_state,
                              summarise)
@@ -200,6 +202,26 @@ def test_job_environment_splits_threads_and_gpus():
     assert (env["OMP_NUM_THREADS"], env["CUDA_VISIBLE_DEVICES"], env["PATH"]) == ("8", "2,3", "/bin")
     assert job_environment(slot=2, jobs=3, cpus=2, gpus=["0"], base={})["CUDA_VISIBLE_DEVICES"] == "0"
     assert "CUDA_VISIBLE_DEVICES" not in job_environment(slot=0, jobs=1, cpus=2, gpus=[], base={})
+
+
+def test_default_jobs_is_one_per_gpu_else_one_single_thread_run_per_core_within_memory():
+    gib = 2**30
+    assert default_jobs(cpus=16, gpus=["0", "1", "2", "3"], memory_bytes=64 * gib) == 4
+    assert default_jobs(cpus=2, gpus=[], memory_bytes=24 * gib) == 2  # two 1-thread runs beat one 2-thread run
+    assert job_environment(slot=1, jobs=2, cpus=2, gpus=[], base={})["OMP_NUM_THREADS"] == "1"
+    assert default_jobs(cpus=64, gpus=[], memory_bytes=32 * gib) == 8  # memory caps it (4 GiB a run)
+    assert default_jobs(cpus=8, gpus=[], memory_bytes=2 * gib) == 1
+    assert default_jobs(cpus=4, gpus=[], memory_bytes=None) == 4
+
+
+def test_sweep_without_jobs_uses_the_machine_default(monkeypatch):
+    monkeypatch.setattr(sweep_local, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(sweep_local, "visible_gpus", lambda: [])
+    monkeypatch.setattr(sweep_local, "available_memory", lambda: 24 * 2**30)
+    args = argparse.Namespace(backend="local", jobs=None)
+    assert sweep.make_backend(args, Path("runs")).capacity == 2
+    args.jobs = 1
+    assert sweep.make_backend(args, Path("runs")).capacity == 1
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(configs, tmp_path, capsys):
@@ -598,3 +620,44 @@ def test_shared_tree_probe_names_what_a_node_lacks(tmp_path):
     assert probe_task(str(probe), "token", str(tmp_path)) == ""
     assert probe_task(str(probe), "other", str(tmp_path)) == f"sees another file at {probe}"
     assert probe_task(str(probe), "token", str(tmp_path / "gone")) == f"lacks the sweep's working directory {tmp_path / 'gone'}"
+
+
+def test_a_variant_with_its_own_configs_applies_to_those_only(configs, tmp_path):
+    path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"], grid={"seed": [0, 1]},
+                      variants=[{"configs": ["../lora/rte.yaml"], "training.learning_rate": 2e-3},
+                                {"configs": "../full/rte.yaml", "training.learning_rate": 1e-4}])
+    runs = plan_sweep(load_sweep(path))
+    assert sorted((r.config.method, r.config.training["learning_rate"], r.config.seed) for r in runs) == [
+        ("full", 1e-4, 0), ("full", 1e-4, 1), ("lora", 2e-3, 0), ("lora", 2e-3, 1)]
+    assert all("configs" not in r.overrides for r in runs)
+    bad = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml"],
+                     variants=[{"configs": ["../lora/nope.yaml"], "seed": 1}])
+    with pytest.raises(UsageError, match="variant 1: .*nope.yaml not found"):
+        load_sweep(bad)
+
+
+def test_sweep_best_reruns_each_configs_best_rate_with_more_seeds(configs, tmp_path, capsys):
+    from glue_lora import sweep_best
+
+    stage_one = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"], grid={"seed": 0},
+                           variants=[{"training.learning_rate": [1e-4, 1e-3, 1e-2]}])
+    runs = plan_sweep(load_sweep(stage_one))
+    score = {("lora", 1e-4): 0.50, ("lora", 1e-3): 0.70, ("lora", 1e-2): 0.60,
+             ("full", 1e-4): 0.65, ("full", 1e-3): 0.55, ("full", 1e-2): 0.50}
+    for run in runs[:-1]:
+        run.run_dir.mkdir(parents=True)
+        record = {"status": "success", "primary_metric": "validation/accuracy",
+                  "best": {"metrics": {"validation/accuracy": score[run.config.method, run.config.training["learning_rate"]]}}}
+        (run.run_dir / "results.json").write_text(json.dumps(record))
+    out = configs / "sweeps" / "stage2.yaml"
+    assert sweep_best.main([str(stage_one), "--seeds", "0", "1", "--out", str(out)]) == 2
+    assert "has not finished successfully" in capsys.readouterr().err and not out.exists()
+
+    runs[-1].run_dir.mkdir(parents=True)
+    (runs[-1].run_dir / "results.json").write_text((runs[0].run_dir / "results.json").read_text())
+    assert sweep_best.main([str(stage_one), "--seeds", "0", "1", "--out", str(out)]) == 0
+    stage_two = plan_sweep(load_sweep(out))
+    chosen = sorted((r.config.method, r.config.training["learning_rate"], r.config.seed) for r in stage_two)
+    assert chosen == [("full", 1e-4, 0), ("full", 1e-4, 1), ("lora", 1e-3, 0), ("lora", 1e-3, 1)]
+    done = {r.name for r in runs}
+    assert {r.name for r in stage_two if r.config.seed == 0} <= done  # seed 0 is the stage-1 run: skipped
