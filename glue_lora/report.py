@@ -159,6 +159,38 @@ def label_settings(runs: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
+def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (task, model, method) the runs of its best setting, with that setting moved to `chosen`.
+
+    Best = highest mean score on the seeds that every setting of the group has run (a grid's first seed), so
+    a setting rerun with more seeds (stage 2 of a grid search, `glue_lora.sweep_best`) competes on the same
+    seeds as the rest. Without common seeds, the mean over each setting's own seeds decides. `setting`
+    becomes "" so the selected runs read as one cell per method.
+    """
+    keep = []
+    for _, group in runs.groupby(["task", "model", "method"], sort=False):
+        by_setting = dict(list(group.groupby("setting", sort=True)))
+        common = set.intersection(*(set(g["seed"]) for g in by_setting.values()))
+
+        def mean_score(item: tuple[str, pd.DataFrame]) -> float:
+            part = item[1][item[1]["seed"].isin(common)] if common else item[1]
+            return float(part["score"].mean())
+
+        setting, chosen = max(by_setting.items(), key=mean_score)
+        keep.append(chosen.assign(chosen=setting, setting=""))
+    return pd.concat(keep, ignore_index=True)
+
+
+def chosen_text(chosen: pd.DataFrame) -> str:
+    """Which setting each (task, method) is reported at, when a grid was searched."""
+    lines = []
+    for (task, model, method), group in chosen.groupby(["task", "model", "method"], sort=True):
+        if group["chosen"].iloc[0]:
+            lines.append(f"- {task} {_short_model(model)} {method_label(method)}: {group['chosen'].iloc[0]} "
+                         f"(seeds {' '.join(str(s) for s in sorted(group['seed']))})")
+    return "\n".join(lines)
+
+
 def _short(key: str) -> str:
     return SHORT.get(key, key.removeprefix("method.").removeprefix("training."))
 
@@ -653,18 +685,19 @@ def build_report(runs_dir: Path, out: Path, title: str | None = None) -> dict[st
         return {"cells": pd.DataFrame(), "averages": pd.DataFrame(), "verdicts": [], "plots": [], "bad": bad,
                 "partial": [f"no finished run among {len(bad)}"]}
     runs = label_settings(run_rows(good))
+    chosen = best_settings(runs)  # = runs when only seeds vary
     cells = aggregate(runs)
     avgs = averages(cells)
     lr_rank_text, verdicts = lr_rank_section(cells)
     partial = completeness(cells, bad, verdicts)
     from glue_lora import compare  # the method comparison builds on this module's helpers
 
-    diffs = compare.differences(runs)
+    diffs = compare.differences(chosen)
     plots = plot_curves(runs, out / "plots") + plot_lr_rank(cells, out / "plots")
     plots += compare.plot_differences(diffs, out / "plots")
     write_csv(cells, avgs, out / "results.csv")
     text = render(title or runs_dir.name, runs, cells, avgs, lr_rank_text, bad, plots, runs_dir, out,
-                  completeness_text(partial, cells), compare.sections(runs, diffs))
+                  completeness_text(partial, cells), compare.sections(chosen, diffs), chosen)
     text += "\n" + provenance([r for _, r in records if r]) + "\n"
     (out / "report.md").write_text(text)
     log.info("wrote %s, %s and %d plots", out / "report.md", out / "results.csv", len(plots))
@@ -684,9 +717,16 @@ def write_csv(cells: pd.DataFrame, avgs: pd.DataFrame, path: Path) -> None:
 
 def render(title: str, runs: pd.DataFrame, cells: pd.DataFrame, avgs: pd.DataFrame, lr_rank_text: str,
            bad: list, plots: list[Path], runs_dir: Path, out: Path, status: str = "",
-           comparison: list[str] = ()) -> str:
+           comparison: list[str] = (), chosen: pd.DataFrame | None = None) -> str:
     varied = (cells["setting"] != "").any()
     parts = [f"# {title}", *([status] if status else []), _protocol_text(runs, bad)]
+    if varied and chosen is not None and chosen["method"].nunique() > 1:
+        best_cells = aggregate(chosen)
+        parts += ["## GLUE dev results at each method's best setting\n\nA grid was searched: each (task, method) "
+                  "is shown at its best setting, chosen by the mean score on the seeds all its settings ran "
+                  "(`glue_lora.report.best_settings`); every setting is in \"All settings\" below. Each cell: "
+                  "median over seeds (mean ± sample std, n seeds), in percent. Chosen settings:\n\n"
+                  + chosen_text(chosen), glue_table(best_cells, averages(best_cells))]
     if not varied:
         parts += ["## GLUE dev results\n\nEach cell: median over seeds (mean ± sample std, n seeds), in percent. "
                   f"`paper`: {paper.SOURCE} (MNLI-mm: {paper.SOURCE_MNLI_MM}); Δ = ours − paper. The average is "
