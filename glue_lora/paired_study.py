@@ -13,6 +13,7 @@ Decision rule (issue 12): if the candidate's interval lies entirely below 0 on a
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import statistics
 import sys
@@ -154,12 +155,45 @@ def _fmt(value: float | None, suffix: str = "") -> str:
     return f"{value:.3f}{suffix}" if value is not None else "n/a"
 
 
+RUN_COLUMNS = ("name", "task", "method", "seed", "sampler", "precision", "metric", "best", "steps",
+               "train_cpu_seconds", "train_wall_seconds", "cpu_seconds_per_step", "eval_cpu_seconds",
+               "eval_wall_seconds", "train_rows", "git", "torch")
+
+
+def write_runs_csv(root: Path, path: Path) -> int:
+    """Every finished run under `root`, one CSV row each: what the tables are computed from."""
+    rows = []
+    for found in sorted(root.rglob("results.json")):
+        record = json.loads(found.read_text())
+        if record.get("status") != "success" or not record.get("best"):
+            continue
+        training, timing = record["config"].get("training", {}), record.get("timing") or {}
+        metric = record["primary_metric"]
+        rows.append({
+            "name": record.get("name") or found.parent.name, "task": record["task"], "method": record["method"], "seed": record["seed"],
+            "sampler": training.get("train_sampling_strategy", "group_by_length"),
+            "precision": record.get("precision") or ("bf16" if training.get("bf16") else "fp32"),
+            "metric": metric, "best": record["best"]["metrics"][metric], "steps": timing.get("steps"),
+            **{k: timing.get(k) for k in ("train_cpu_seconds", "train_wall_seconds", "cpu_seconds_per_step",
+                                          "eval_cpu_seconds", "eval_wall_seconds")},
+            "train_rows": (record.get("data") or {}).get("rows", {}).get("train"),
+            "git": (record.get("git") or {}).get("sha", "")[:10], "torch": (record.get("versions") or {}).get("torch")})
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RUN_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m glue_lora.paired_study", description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path, help="a study's output_root (e.g. runs/sampler-study)")
     parser.add_argument("--compare", choices=sorted(COMPARISONS), default="sampler")
     parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    parser.add_argument("--runs-csv", type=Path, help="also write every finished run (score, CPU and wall time) here")
     args = parser.parse_args(argv)
+    if args.runs_csv:
+        print(f"{write_runs_csv(args.root, args.runs_csv)} runs -> {args.runs_csv}", file=sys.stderr)
     comparison = COMPARISONS[args.compare]
     cells = pair_cells(*read_runs(args.root, comparison), comparison)
     if not cells:

@@ -47,3 +47,15 @@ def test_bf16_study_pairs_bf16_runs_with_the_fp32_runs_of_the_same_config(tmp_pa
     [cell] = pair_cells(*read_runs(tmp_path, BF16), BF16)
     assert cell.seeds == [0, 1, 2] and cell.cpu_per_step == (0.5, 1.0)
     assert cell.difference.mean == pytest.approx(0.01)
+
+
+def test_runs_csv_lists_every_finished_run_with_its_times(tmp_path):
+    import csv
+
+    for seed in range(2):
+        _write_run(tmp_path, "mrpc", "random", seed, 0.7, cpu=1.5)
+    _write_run(tmp_path, "mrpc", "random", 5, 0.7, status="failed")
+    assert main([str(tmp_path), "--compare", "sampler", "--runs-csv", str(tmp_path / "runs.csv")]) == 1  # no pairs
+    rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
+    assert [(r["seed"], r["sampler"], r["precision"], r["cpu_seconds_per_step"]) for r in rows] == [
+        ("0", "random", "fp32", "1.5"), ("1", "random", "fp32", "1.5")]
