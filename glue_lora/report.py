@@ -177,7 +177,10 @@ def best_settings(runs: pd.DataFrame) -> pd.DataFrame:
             return float(part["score"].mean())
 
         setting, chosen = max(by_setting.items(), key=mean_score)
-        keep.append(chosen.assign(chosen=setting, setting=""))
+        rates = sorted(set(group["lr"].dropna()))
+        lr = chosen["lr"].iloc[0]
+        edge = len(rates) >= 3 and lr in (rates[0], rates[-1])  # the optimum may lie outside the grid
+        keep.append(chosen.assign(chosen=setting, setting="", lr_at_edge=edge))
     return pd.concat(keep, ignore_index=True)
 
 
@@ -186,8 +189,10 @@ def chosen_text(chosen: pd.DataFrame) -> str:
     lines = []
     for (task, model, method), group in chosen.groupby(["task", "model", "method"], sort=True):
         if group["chosen"].iloc[0]:
+            edge = " — the grid's smallest or largest rate: the best may lie beyond it" \
+                if group["lr_at_edge"].iloc[0] else ""
             lines.append(f"- {task} {_short_model(model)} {method_label(method)}: {group['chosen'].iloc[0]} "
-                         f"(seeds {' '.join(str(s) for s in sorted(group['seed']))})")
+                         f"(seeds {' '.join(str(s) for s in sorted(group['seed']))}){edge}")
     return "\n".join(lines)
 
 

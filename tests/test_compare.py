@@ -53,8 +53,9 @@ def test_report_marks_differences_whose_interval_excludes_zero(tmp_path):
 
 def test_a_searched_grid_is_compared_at_each_methods_best_rate_chosen_on_shared_seeds(tmp_path):
     # stage 1: three rates at seed 0; stage 2: seeds 1 and 2 at the best one (FT 1e-4, LoRA 1e-3)
-    grid = {"full": {3e-5: 0.60, 1e-4: 0.70, 3e-4: 0.65}, "lora": {3e-4: 0.62, 1e-3: 0.74, 3e-3: 0.72}}
-    more = {"full": [0.68, 0.69], "lora": [0.60, 0.61]}  # the best rate's later seeds fall below 3e-3's seed 0
+    grid = {"full": {3e-5: 0.60, 1e-4: 0.70, 3e-4: 0.65}, "lora": {3e-4: 0.62, 1e-3: 0.74, 3e-3: 0.72},
+            "ia3": {1e-3: 0.50, 3e-3: 0.55, 1e-2: 0.58}}  # (IA)3's best is its largest rate
+    more = {"full": [0.68, 0.69], "lora": [0.60, 0.61], "ia3": [0.57, 0.56]}  # LoRA's fall below 3e-3's seed 0
     for method, rates in grid.items():
         best = max(rates, key=rates.get)
         for lr, value in rates.items():
@@ -66,6 +67,7 @@ def test_a_searched_grid_is_compared_at_each_methods_best_rate_chosen_on_shared_
     assert lora.n == 3 and lora.mean == pytest.approx(100 * ((0.74 - 0.70) + (0.60 - 0.68) + (0.61 - 0.69)) / 3)
     text = (tmp_path / "report" / "report.md").read_text()
     assert "## GLUE dev results at each method's best setting" in text
-    assert "- rte roberta-base LoRA: lr=1e-3 (seeds 0 1 2)" in text  # 1e-3 wins on seed 0, the shared seed
-    assert "- rte roberta-base FT: lr=1e-4 (seeds 0 1 2)" in text
+    assert "- rte roberta-base LoRA: lr=1e-3 (seeds 0 1 2)\n" in text  # 1e-3 wins on seed 0, the shared seed
+    assert "- rte roberta-base FT: lr=1e-4 (seeds 0 1 2)\n" in text
+    assert "- rte roberta-base (IA)³: lr=1e-2 (seeds 0 1 2) — the grid's smallest or largest rate" in text
     assert "## All settings" in text and "## Which differences are real" in text
