@@ -596,12 +596,9 @@ def _device() -> str:
 
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    model = ""
-    try:
-        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from glue_lora.hardware import cpu_model
+
+    model = cpu_model()
     return (f"CPU {model or platform.processor()}, {torch.get_num_threads()} torch threads, "
             f"capability {torch.backends.cpu.get_cpu_capability()} (torch {torch.__version__})")
 

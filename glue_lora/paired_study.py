@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from glue_lora.stats import Difference, paired_difference
 
@@ -32,14 +32,22 @@ class Comparison:
     key: str  #: dotted path in the run's resolved config
     candidate: Any
     baseline: Any
-    absent: Any  #: the value a config without the key means
+    absent: Any  #: the value a config without the key means (records that do not say what the run resolved)
     labels: tuple[str, str]  #: how tables name the candidate and the baseline
+    two_sided: bool = False  #: neutral only if every interval contains 0 (else: only if none lies below 0)
+    resolved: Callable[[dict], Any] | None = None  #: the value the run actually used, from its record
+
+
+def _bf16_used(record: dict) -> Any:
+    """Records since bf16 became the default on native-bf16 CPUs say which precision the run trained in."""
+    return record["precision"] == "bf16" if "precision" in record else None
 
 
 COMPARISONS = {
     "sampler": Comparison("training.train_sampling_strategy", "group_by_length", "random", None,
                           ("grouped", "random")),
-    "bf16": Comparison("training.bf16", True, False, False, ("bf16", "fp32")),
+    # a default must not move scores either way (issue 12): bf16 is neutral only if every interval holds 0
+    "bf16": Comparison("training.bf16", True, False, False, ("bf16", "fp32"), two_sided=True, resolved=_bf16_used),
 }
 
 
@@ -92,7 +100,8 @@ def read_runs(root: Path, comparison: Comparison) -> tuple[list[StudyRun], dict[
     for path in sorted(root.rglob("results.json")):
         record = json.loads(path.read_text())
         config = record.get("config", {})
-        setting = _lookup(config, comparison.key, comparison.absent)
+        used = comparison.resolved(record) if comparison.resolved else None
+        setting = used if used is not None else _lookup(config, comparison.key, comparison.absent)
         if record.get("status") != "success" or setting not in (comparison.candidate, comparison.baseline) \
                 or not record.get("best"):
             continue
@@ -126,11 +135,20 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def decision(cells: list[Cell], comparison: Comparison) -> str:
+    name = comparison.labels[0]
     against = [c for c in cells if c.difference and c.difference.high < 0]
     if against:
-        names = ", ".join(f"{c.task} {c.method}" for c in against)
-        return f"{comparison.labels[0]}'s interval lies below 0 on {names}: it lowers scores"
-    return f"no interval lies below 0: no evidence that {comparison.labels[0]} lowers scores"
+        return f"{name}'s interval lies below 0 on {_names(against)}: it lowers scores"
+    if comparison.two_sided:
+        above = [c for c in cells if c.difference and c.difference.low > 0]
+        if above:
+            return f"{name}'s interval lies above 0 on {_names(above)}: it changes scores (upwards)"
+        return f"every interval contains 0: no evidence that {name} changes scores"
+    return f"no interval lies below 0: no evidence that {name} lowers scores"
+
+
+def _names(cells: list[Cell]) -> str:
+    return ", ".join(f"{c.task} {c.method}" for c in cells)
 
 
 def format_markdown(cells: list[Cell], comparison: Comparison) -> str:

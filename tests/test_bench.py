@@ -163,13 +163,28 @@ def test_random_init_shapes_have_the_real_parameter_counts(shape, published):
     assert sum(p.numel() for p in model.parameters()) == published + config.hidden_size
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU opt-in path")
-def test_bf16_is_a_single_opt_in_on_cpu():
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path")
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_is_the_cpu_default_where_the_cpu_has_native_bf16(monkeypatch, native):
+    from glue_lora import train
     from glue_lora.config import plan_batch
-    from glue_lora.train import training_arguments
 
-    config = load_config(None, ["task=sst2", "model=unused", "training.bf16=true"])
-    args = training_arguments(config, plan_batch(config, 1))  # transformers refuses bf16 on CPU without use_cpu
-    assert args.bf16 and args.use_cpu
+    monkeypatch.setattr(train, "cpu_native_bf16", lambda: native)
     default = load_config(None, ["task=sst2", "model=unused"])
-    assert not training_arguments(default, plan_batch(default, 1)).bf16  # fp32 unless asked
+    args = train.training_arguments(default, plan_batch(default, 1))
+    assert (args.bf16, train.precision(args)) == (native, "bf16" if native else "fp32")
+    assert args.use_cpu == native  # transformers refuses bf16 on CPU without use_cpu
+    for value in (True, False):  # the config's own setting wins either way
+        config = load_config(None, ["task=sst2", "model=unused", f"training.bf16={str(value).lower()}"])
+        assert train.training_arguments(config, plan_batch(config, 1)).bf16 == value
+    run_glue = load_config(None, ["task=sst2", "model=unused", "compat=run_glue"])
+    assert not train.training_arguments(run_glue, plan_batch(run_glue, 1)).bf16  # run_glue trains in fp32
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch):
+    from glue_lora import hardware
+
+    for flags, native in (("fpu avx512f avx512_bf16 amx_tile", True), ("fpu amx_bf16", True),
+                          ("fpu avx2 avx512f avx512bw", False), ("", False)):
+        monkeypatch.setattr(hardware, "_cpuinfo", lambda flags=flags: {"flags": flags, "model name": "x"})
+        assert hardware.cpu_native_bf16() is native

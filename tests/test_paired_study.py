@@ -47,6 +47,20 @@ def test_bf16_study_pairs_bf16_runs_with_the_fp32_runs_of_the_same_config(tmp_pa
     [cell] = pair_cells(*read_runs(tmp_path, BF16), BF16)
     assert cell.seeds == [0, 1, 2] and cell.cpu_per_step == (0.5, 1.0)
     assert cell.difference.mean == pytest.approx(0.01)
+    assert "bf16's interval lies above 0 on mrpc lora: it changes scores" in decision([cell], BF16)  # +1 on every seed
+
+
+def test_bf16_study_reads_the_precision_a_run_resolved_when_its_record_says(tmp_path):
+    # since bf16 is the default on native-bf16 CPUs, a config without `bf16` may have trained in either
+    for seed in range(3):
+        _write_run(tmp_path, "mrpc", "group_by_length", seed, 0.70 + 0.001 * (-1) ** seed, cpu=0.5)
+        _write_run(tmp_path, "mrpc", "group_by_length", seed, 0.70, cpu=1.0, bf16=False)
+    for path in tmp_path.glob("*{}*/results.json"):  # the runs without a bf16 key trained in bf16 (the default)
+        record = json.loads(path.read_text())
+        path.write_text(json.dumps({**record, "precision": "bf16"}))
+    [cell] = pair_cells(*read_runs(tmp_path, BF16), BF16)
+    assert cell.seeds == [0, 1, 2] and cell.cpu_per_step == (0.5, 1.0)
+    assert "every interval contains 0" in decision([cell], BF16)
 
 
 def test_runs_csv_lists_every_finished_run_with_its_times(tmp_path):

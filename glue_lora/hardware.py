@@ -1,0 +1,36 @@
+"""What this machine's CPU can do, read once from /proc/cpuinfo (Linux; elsewhere: nothing known)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+# Native bf16 arithmetic: AVX512-BF16 (Intel Cooper Lake+, AMD Zen 4+) or AMX-BF16 (Intel Sapphire Rapids+).
+# Without them torch emulates bf16 matmuls in fp32, which is slower than fp32 itself.
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+@functools.cache
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor is enough: every core of a machine has the same flags
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_model() -> str:
+    return _cpuinfo().get("model name", "")
+
+
+def cpu_native_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (then CPU runs default to bf16 autocast: docs/benchmarks.md)."""
+    flags = set(_cpuinfo().get("flags", "").split())
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
