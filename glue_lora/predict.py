@@ -226,4 +226,5 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _format_metrics(metrics: dict[str, float]) -> str:
-    return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    # a metric can be undefined (None), e.g. Pearson of constant predictions
+    return ", ".join(f"{k} {'n/a' if v is None else format(v, '.4f')}" for k, v in metrics.items())

@@ -21,7 +21,8 @@ from tests.conftest import MINILM
 H, L, I = 32, 2, 64  # tiny model: hidden size, layers, FFN size (tests/conftest.py)
 TINY_RUN = ["max_train_samples=32", "max_eval_samples=16", "global_batch_size=16", "max_seq_length=32",
             "training.max_steps=2", "training.learning_rate=1e-2", "training.eval_strategy=steps",
-            "training.eval_steps=2", "training.save_strategy='no'"]  # quoted: YAML reads a bare no as false
+            "training.eval_steps=2", "training.save_strategy='no'",  # quoted: YAML reads a bare no as false
+            "training.bf16=false"]  # fp32 on every CPU: logits are compared with a plain fp32 forward
 
 # Hand formulas on the tiny RoBERTa (query/value targets unless the method says otherwise).
 ADAPTER = {

@@ -16,7 +16,8 @@ from glue_lora.train import run
 # (with this seed: Pearson peaks at step 12 of 16; the first test asserts it, so a change of trajectory shows)
 NOISY = ["max_train_samples=64", "max_eval_samples=32", "global_batch_size=8", "max_seq_length=64",
          "training.max_steps=16", "training.eval_strategy=steps", "training.eval_steps=4",
-         "training.learning_rate=3e-2", "seed=1", "save_final=true"]
+         "training.learning_rate=3e-2", "seed=1", "save_final=true",
+         "training.bf16=false"]  # fp32 on every CPU: the tests compare with plain fp32 forwards of the loaded model
 
 
 @pytest.fixture(scope="module")
@@ -156,3 +157,21 @@ def test_autopeft_loads_a_run_dir_given_its_labels(stsb_run):
         out, num_labels=labels.num_labels, id2label=labels.id2label, label2id=labels.label2id,
         problem_type=labels.problem_type)
     assert model.config.num_labels == 1 and model.config.problem_type == "regression"
+
+
+def test_predict_reproduces_a_bf16_run_exactly(tiny_roberta, glue_dir, tmp_path):
+    # bf16 autocast is the default on CPUs with native bf16; predict must score in the precision the run used
+    # (emulated on CPUs without it: slower, same rounding)
+    out = tmp_path / "run"
+    overrides = [o for o in NOISY if not o.startswith("training.bf16")] + ["training.bf16=true"]
+    record = run(load_config(None, ["task=rte", f"model={tiny_roberta}", f"data_dir={glue_dir}", f"output_dir={out}",
+                                    *overrides]))
+    assert record["precision"] == "bf16"
+    [best] = predict_run(out)
+    assert best.metrics["accuracy"] == record["best"]["metrics"]["validation/accuracy"]
+
+
+def test_an_undefined_metric_prints_as_n_a():
+    from glue_lora.predict import _format_metrics
+
+    assert _format_metrics({"pearson": None, "spearmanr": 0.5}) == "pearson n/a, spearmanr 0.5000"
