@@ -136,11 +136,11 @@ def _mean(values: list[float | None]) -> float | None:
 
 def decision(cells: list[Cell], comparison: Comparison) -> str:
     name = comparison.labels[0]
-    against = [c for c in cells if c.difference and c.difference.high < 0]
+    against = [c for c in cells if c.difference and c.difference.below_zero]
     if against:
         return f"{name}'s interval lies below 0 on {_names(against)}: it lowers scores"
     if comparison.two_sided:
-        above = [c for c in cells if c.difference and c.difference.low > 0]
+        above = [c for c in cells if c.difference and c.difference.above_zero]
         if above:
             return f"{name}'s interval lies above 0 on {_names(above)}: it changes scores (upwards)"
         return f"every interval contains 0: no evidence that {name} changes scores"

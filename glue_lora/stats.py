@@ -29,13 +29,27 @@ class Difference:
     confidence: float = 0.95
 
     @property
+    def degenerate(self) -> bool:
+        """Every seed differs by the same amount (common with accuracies on a few hundred examples): the
+        sample spread is 0, so the t-interval has no width and says nothing about the uncertainty."""
+        return self.high - self.low <= 1e-9 * max(1.0, abs(self.mean))  # float noise counts as none
+
+    @property
+    def below_zero(self) -> bool:
+        return not self.degenerate and self.high < 0
+
+    @property
+    def above_zero(self) -> bool:
+        return not self.degenerate and self.low > 0
+
+    @property
     def excludes_zero(self) -> bool:
-        """True when the interval lies entirely on one side of 0: a difference the seeds support."""
-        return self.low > 0 or self.high < 0
+        """True when a real interval lies entirely on one side of 0: a difference the seeds support."""
+        return self.below_zero or self.above_zero
 
     def text(self, digits: int = 1) -> str:
-        """'+1.2 [−0.3, +2.7]' with a trailing '*' when the interval excludes 0."""
-        mark = "*" if self.excludes_zero else ""
+        """'+1.2 [−0.3, +2.7]' with a trailing '*' when the interval excludes 0 ('no spread' when degenerate)."""
+        mark = "*" if self.excludes_zero else " (no spread)" if self.degenerate and self.mean != 0 else ""
         return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{mark}"
 
 

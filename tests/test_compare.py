@@ -19,6 +19,8 @@ def test_paired_interval_is_students_t_on_the_per_seed_differences():
     assert found.excludes_zero and found.text() == "+2.3 [+0.9, +3.8]*"
     assert not paired_difference([1.0, 3.0], [2.0, 2.0]).excludes_zero  # +-1: centred on 0
     assert paired_difference([1.0], [2.0]) is None  # one pair says nothing about the spread
+    same = paired_difference([70.7, 71.0], [70.0, 70.3])  # one dev example apart on both seeds: no spread
+    assert same.degenerate and not same.excludes_zero and same.text() == "+0.7 [+0.7, +0.7] (no spread)"
 
 
 def test_unshared_seeds_fall_back_to_welch():

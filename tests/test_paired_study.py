@@ -42,12 +42,12 @@ def test_study_pairs_by_seed_and_switches_the_default_only_on_evidence(tmp_path,
 def test_bf16_study_pairs_bf16_runs_with_the_fp32_runs_of_the_same_config(tmp_path):
     for seed in range(3):
         _write_run(tmp_path, "mrpc", "group_by_length", seed, 0.70 + 0.01 * seed, cpu=1.0)  # fp32: no bf16 key
-        _write_run(tmp_path, "mrpc", "group_by_length", seed, 0.71 + 0.01 * seed, cpu=0.5, bf16=True)
+        _write_run(tmp_path, "mrpc", "group_by_length", seed, 0.71 + 0.011 * seed, cpu=0.5, bf16=True)
         _write_run(tmp_path, "mrpc", "random", seed, 0.60, cpu=2.0)  # another sampler: another cell, no bf16 pair
     [cell] = pair_cells(*read_runs(tmp_path, BF16), BF16)
     assert cell.seeds == [0, 1, 2] and cell.cpu_per_step == (0.5, 1.0)
-    assert cell.difference.mean == pytest.approx(0.01)
-    assert "bf16's interval lies above 0 on mrpc lora: it changes scores" in decision([cell], BF16)  # +1 on every seed
+    assert cell.difference.mean == pytest.approx(0.011)
+    assert "bf16's interval lies above 0 on mrpc lora: it changes scores" in decision([cell], BF16)  # +1.0 to +1.2 on every seed
 
 
 def test_bf16_study_reads_the_precision_a_run_resolved_when_its_record_says(tmp_path):
