@@ -73,3 +73,6 @@ def test_a_searched_grid_is_compared_at_each_methods_best_rate_chosen_on_shared_
     assert "- rte roberta-base FT: lr=1e-4 (seeds 0 1 2)\n" in text
     assert "- rte roberta-base (IA)³: lr=1e-2 (seeds 0 1 2) — the grid's smallest or largest rate" in text
     assert "## All settings" in text and "## Which differences are real" in text
+    assert result["partial"] == []  # the rates not chosen have seed 0 only, by design: not a partial sweep
+    (tmp_path / "lora-0.001-s2" / "results.json").unlink()  # a seed of a chosen rate missing: that is partial
+    assert "rte roberta-base LoRA [lr=1e-3] lacks seed 2" in str(build_report(tmp_path, tmp_path / "r2")["partial"])
