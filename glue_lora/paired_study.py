@@ -20,7 +20,7 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from glue_lora.stats import Difference, paired_difference
 
@@ -94,16 +94,22 @@ def _rest_of_config(config: dict, dotted: str) -> str:
     return json.dumps(rest, sort_keys=True)
 
 
+def finished_records(root: Path) -> Iterator[tuple[Path, dict]]:
+    """(results.json path, record) of every successful run under `root` that has a best evaluation."""
+    for path in sorted(root.rglob("results.json")):
+        record = json.loads(path.read_text())
+        if record.get("status") == "success" and record.get("best"):
+            yield path, record
+
+
 def read_runs(root: Path, comparison: Comparison) -> tuple[list[StudyRun], dict[str, str]]:
     """Finished runs under `root` with either compared value; also the primary metric of each task."""
     runs, metrics = [], {}
-    for path in sorted(root.rglob("results.json")):
-        record = json.loads(path.read_text())
+    for _, record in finished_records(root):
         config = record.get("config", {})
         used = comparison.resolved(record) if comparison.resolved else None
         setting = used if used is not None else _lookup(config, comparison.key, comparison.absent)
-        if record.get("status") != "success" or setting not in (comparison.candidate, comparison.baseline) \
-                or not record.get("best"):
+        if setting not in (comparison.candidate, comparison.baseline):
             continue
         metric = record["primary_metric"]
         metrics[record["task"]] = metric
@@ -181,10 +187,7 @@ RUN_COLUMNS = ("name", "task", "method", "seed", "sampler", "precision", "metric
 def write_runs_csv(root: Path, path: Path) -> int:
     """Every finished run under `root`, one CSV row each: what the tables are computed from."""
     rows = []
-    for found in sorted(root.rglob("results.json")):
-        record = json.loads(found.read_text())
-        if record.get("status") != "success" or not record.get("best"):
-            continue
+    for found, record in finished_records(root):
         training, timing = record["config"].get("training", {}), record.get("timing") or {}
         metric = record["primary_metric"]
         rows.append({

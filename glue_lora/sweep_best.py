@@ -49,7 +49,7 @@ def best_settings(runs: list[PlannedRun], key: str) -> list[tuple[Path, dict[str
 
 
 def stage_two(stage_one: Path, key: str, seeds: list[int], out: Path) -> str:
-    """The stage-2 sweep file's text (configs relative to `out`, the stage-1 output root)."""
+    """The stage-2 sweep file's text: config paths relative to `out`'s folder, stage 1's output root."""
     spec = load_sweep(stage_one)
     chosen = best_settings(plan_sweep(spec), key)
     relative = lambda p: os.path.relpath(Path(p).resolve(), out.resolve().parent)  # noqa: E731

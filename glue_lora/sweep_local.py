@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from glue_lora.hardware import available_memory, usable_cpus
+
 if TYPE_CHECKING:
     from glue_lora.sweep import PlannedRun
 
@@ -195,22 +197,6 @@ def default_jobs(cpus: int, gpus: list[str], memory_bytes: int | None) -> int:
 def local_default_jobs() -> int:
     """`default_jobs` for this machine: its usable cores, visible GPUs and available memory."""
     return default_jobs(usable_cpus(), visible_gpus(), available_memory())
-
-
-def usable_cpus() -> int:
-    """Cores this process may run on (its affinity mask where the OS has one, e.g. under taskset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def available_memory() -> int | None:
-    """MemAvailable from /proc/meminfo in bytes (None where there is none, e.g. macOS)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def visible_gpus() -> list[str]:
