@@ -214,7 +214,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-csv", type=Path, help="also write every finished run (score, CPU and wall time) here")
     args = parser.parse_args(argv)
     if args.runs_csv:
-        print(f"{write_runs_csv(args.root, args.runs_csv)} runs -> {args.runs_csv}", file=sys.stderr)
+        try:
+            print(f"{write_runs_csv(args.root, args.runs_csv)} runs -> {args.runs_csv}", file=sys.stderr)
+        except OSError as err:
+            print(f"error: cannot write {args.runs_csv}: {err.strerror}; give --runs-csv a writable path", file=sys.stderr)
+            return 2
     comparison = COMPARISONS[args.compare]
     cells = pair_cells(*read_runs(args.root, comparison), comparison)
     if not cells:
@@ -224,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     text = format_markdown(cells, comparison)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        try:
+            args.out.write_text(text + "\n")
+        except OSError as err:
+            print(f"error: cannot write {args.out}: {err.strerror}; give --out a writable path", file=sys.stderr)
+            return 2
     return 0
 
 

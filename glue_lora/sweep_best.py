@@ -80,7 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    write_text_atomic(args.out, text)
+    try:
+        write_text_atomic(args.out, text)
+    except OSError as err:
+        print(f"error: cannot write {args.out}: {err.strerror}; give --out a writable path", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
     return 0
 

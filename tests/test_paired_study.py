@@ -73,3 +73,19 @@ def test_runs_csv_lists_every_finished_run_with_its_times(tmp_path):
     rows = list(csv.DictReader((tmp_path / "runs.csv").open()))
     assert [(r["seed"], r["sampler"], r["precision"], r["cpu_seconds_per_step"]) for r in rows] == [
         ("0", "random", "fp32", "1.5"), ("1", "random", "fp32", "1.5")]
+
+
+def test_an_unwritable_output_is_one_error_line(tmp_path, capsys, monkeypatch):
+    _write_run(tmp_path, "mrpc", "random", 0, 0.7)
+
+    original = type(tmp_path).open
+
+    def refuse(self, mode="r", *args, **kwargs):  # reads work (the records), writes fail (a full or ro disk)
+        if "w" in mode:
+            raise OSError(30, "Read-only file system")
+        return original(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(type(tmp_path), "open", refuse)
+    assert main([str(tmp_path), "--runs-csv", str(tmp_path / "runs.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot write") and "Read-only file system" in err and "Traceback" not in err
